@@ -1,0 +1,109 @@
+"""The one small interface every engine implements.
+
+A source never sees raw agent SQL: the query layer has already checked it for safety
+(`wellhead.sql.safety`) and rewritten it for paging (`wellhead.sql.paging`). A source
+runs that statement read-only under a deadline, fetches at most the rows it is asked
+for, and really cancels the engine when the deadline passes or the caller is cancelled.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Value = Any
+"""A cell as the driver returned it; `wellhead.sql.encoding` makes it JSON-safe."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    """Name to use in SQL, schema-qualified where the engine has schemas (`public.orders`)."""
+    kind: str
+    """`table`, `view` or `materialized view`."""
+    row_estimate: int | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str
+    nullable: bool
+    primary_key: bool = False
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    columns: list[str]
+    references_table: str
+    references_columns: list[str]
+
+
+@dataclass(frozen=True)
+class TableDescription:
+    table: TableInfo
+    columns: list[ColumnInfo]
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+    sample_rows: list[list[Value]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RowBatch:
+    """Rows fetched from one execution: at most the `max_rows` asked for."""
+
+    columns: list[Column]
+    rows: list[tuple[Value, ...]]
+    more: bool
+    """True when the engine had at least one more row than `max_rows` (it was not fetched)."""
+
+
+class Source(abc.ABC):
+    """A named, read-only data source."""
+
+    dialect: str
+    """sqlglot dialect name: `duckdb`, `sqlite` or `postgres`."""
+
+    placeholder_style: str = "dollar"
+    """How positional parameters are written: `dollar` ($1, $2) or `qmark` (?)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def start(self) -> None:
+        """Open connections and apply engine-level read-only settings. Fail fast and clearly."""
+
+    async def close(self) -> None:
+        """Release connections; safe to call twice."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise `SourceUnavailable` when the source cannot answer `SELECT 1` now."""
+
+    @abc.abstractmethod
+    async def list_tables(self) -> list[TableInfo]:
+        """Every table and view the agent may query, sorted by name."""
+
+    @abc.abstractmethod
+    async def describe_table(self, table: str, sample_rows: int) -> TableDescription:
+        """Columns, keys and a few sample rows. Raise `InvalidRequest` for an unknown table."""
+
+    @abc.abstractmethod
+    async def fetch(
+        self, sql: str, params: Sequence[Value], *, max_rows: int, timeout: float
+    ) -> RowBatch:
+        """Run one safe statement, fetch at most `max_rows` rows, never the whole result.
+
+        Raise `QueryTimeout` after `timeout` seconds (the engine is interrupted, not
+        abandoned), `QueryFailed` when the engine rejects the statement. On task
+        cancellation the engine is interrupted before the cancellation propagates.
+        """
