@@ -1,0 +1,165 @@
+"""Secret redaction for logs, audit events and error messages.
+
+One place decides what a secret looks like so that no handler, audit sink or error path
+has to remember: passwords inside DSNs/URLs, `password=...` pairs, bearer tokens,
+`Authorization` headers, cloud access keys, and any mapping value under a secret-sounding key.
+Redaction over-masks rather than under-masks: a masked harmless value costs little, a
+leaked password costs a rotation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+MASK = "***"
+
+# scheme://user:PASSWORD@host — the password runs to the last '@' before whitespace or a
+# double quote, so an unencoded '@' inside the password is masked too (over-masking the rest
+# of a token is acceptable). Unencoded whitespace or '"' in a URL password cannot be told
+# from the end of the URL.
+_URL_CREDENTIALS = re.compile(
+    r"(?P<prefix>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s'\"<>]*:)(?P<secret>[^\s\"]*)@"
+)
+
+# Authorization: Bearer xyz / authorization=Basic xyz — keep the scheme, mask the credential.
+_AUTH_HEADER = re.compile(
+    r"(?P<prefix>\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?"
+    r"(?:(?:bearer|basic|token|digest|negotiate|apikey)\s+)?)"
+    r"(?P<secret>[^\s,;'\"]+)",
+    re.IGNORECASE,
+)
+
+_BEARER = re.compile(r"(?P<prefix>\bbearer\s+)(?P<secret>[A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)
+
+# Key names that end in a secret word (db_password, client_secret, access_token,
+# x-api-key, aws_secret_access_key). `max_tokens` and `token_count` do not match.
+_SECRET_WORD = (
+    r"(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
+    r"|secret[_-]?key|private[_-]?key|client[_-]?secret|credentials?|cookie|session[_-]?key)"
+)
+_SECRET_KEY_NAME = rf"[\w.\-]*?{_SECRET_WORD}(?:[_\-](?:access[_\-])?(?:key|id|value))?"
+_KEY_VALUE = re.compile(
+    rf"(?P<prefix>(?<![\w.\-])[\"']?{_SECRET_KEY_NAME}[\"']?\s*[:=]\s*)"
+    r"(?P<secret>\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s,;&'\"})\]]+)",
+    re.IGNORECASE,
+)
+
+# AWS access key ids have a fixed shape; secret keys are caught by the key-value rule.
+_AWS_ACCESS_KEY = re.compile(
+    r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA)[A-Z0-9]{16}\b"
+)
+
+_SECRET_KEY_RE = re.compile(rf"^{_SECRET_KEY_NAME}$", re.IGNORECASE)
+_AUTH_KEY_RE = re.compile(r"^(?:proxy[_-]?)?authorization$|^x[_-]?auth[\w\-]*$", re.IGNORECASE)
+
+
+def _mask_quoted(value: str) -> str:
+    """Keep the quotes of a quoted secret so the text stays parseable."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return f"{value[0]}{MASK}{value[0]}"
+    return MASK
+
+
+def redact_text(s: str) -> str:
+    """Mask every secret we can recognise in free text (log messages, error strings, SQL)."""
+    if not s:
+        return s
+    s = _URL_CREDENTIALS.sub(lambda m: f"{m['prefix']}{MASK}@", s)
+    s = _AUTH_HEADER.sub(lambda m: f"{m['prefix']}{MASK}", s)
+    s = _BEARER.sub(lambda m: f"{m['prefix']}{MASK}", s)
+    s = _KEY_VALUE.sub(lambda m: f"{m['prefix']}{_mask_quoted(m['secret'])}", s)
+    return _AWS_ACCESS_KEY.sub(MASK, s)
+
+
+def is_secret_key(key: str) -> bool:
+    """True when a mapping key names a secret (password, api_key, Authorization, ...)."""
+    return bool(_SECRET_KEY_RE.match(key) or _AUTH_KEY_RE.match(key))
+
+
+def redact_value(value: Any) -> Any:
+    """Redact any value: strings are scanned, containers are walked, other scalars pass."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return redact_mapping(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return redact_text(bytes(value).decode("utf-8", errors="replace"))
+    return value
+
+
+def redact_mapping(d: Mapping[Any, Any]) -> dict[Any, Any]:
+    """Return a copy with values under secret keys masked and every string scanned.
+
+    Values under a secret key are replaced whole (whatever their type, None kept as None so
+    "no password set" stays visible); DSN strings under any key lose their password.
+    """
+    out: dict[Any, Any] = {}
+    for key, value in d.items():
+        if isinstance(key, str) and is_secret_key(key) and value is not None:
+            out[key] = {k: MASK for k in value} if isinstance(value, Mapping) else MASK
+        else:
+            out[key] = redact_value(value)
+    return out
+
+
+def hash_value(v: Any) -> str:
+    """Stable short sha256 of a value, for the `hashed` argument-logging policy.
+
+    Equal arguments hash equally (keys sorted), so an auditor can correlate calls
+    without ever seeing the values.
+    """
+    try:
+        canonical = json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        canonical = repr(v)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+# Attributes every LogRecord has; anything else was passed through `extra=`.
+_STANDARD_RECORD_ATTRS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+class RedactingFilter(logging.Filter):
+    """Scrub secrets from a record before any handler formats it.
+
+    Attach it to handlers (handler filters also see records propagated from child
+    loggers; logger filters do not). The message is rendered once with its args and
+    the args dropped, so a secret inside an exception passed as `%s` is masked too.
+    Exception tracebacks are rendered, scrubbed and stored in `exc_text`; `exc_info` is
+    cleared so no formatter re-renders the unscrubbed original.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not hide the record
+            message = f"{record.msg} {record.args!r}" if record.args else str(record.msg)
+        record.msg = redact_text(message)
+        record.args = None
+        if record.exc_info and record.exc_info[0] is not None:
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact_text(text)
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
+        for key in list(record.__dict__):
+            if key in _STANDARD_RECORD_ATTRS:
+                continue
+            value = record.__dict__[key]
+            if is_secret_key(key) and value is not None:
+                record.__dict__[key] = MASK
+            elif isinstance(value, str | Mapping | list | tuple | bytes):
+                record.__dict__[key] = redact_value(value)
+        return True
