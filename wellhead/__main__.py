@@ -1,0 +1,3 @@
+from wellhead.cli import main
+
+raise SystemExit(main())

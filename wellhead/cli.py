@@ -1,0 +1,158 @@
+"""`wellhead serve | check | tools`. Flags map one-to-one onto config keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
+os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
+
+from wellhead.config import Settings, load_settings  # noqa: E402
+from wellhead.errors import ConfigError  # noqa: E402
+
+log = logging.getLogger("wellhead.cli")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="wellhead", description="Safe, metered, observable MCP access to your data."
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the MCP server (demo data without --config)")
+    serve.add_argument("--config", help="YAML config file (default: the built-in demo dataset)")
+    serve.add_argument("--transport", choices=["stdio", "http", "sse"], help="server.transport")
+    serve.add_argument("--host", help="server.host (HTTP/SSE)")
+    serve.add_argument("--port", type=int, help="server.port (HTTP/SSE)")
+    serve.add_argument(
+        "--stateless", action="store_true", default=None, help="server.stateless (HTTP)"
+    )
+    serve.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE[:ATTR]", help="plugins (repeat)"
+    )
+    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    check = commands.add_parser("check", help="validate a config file and exit")
+    check.add_argument("--config", required=True)
+
+    tools = commands.add_parser("tools", help="print the tool list and its size in tokens")
+    tools.add_argument("--config")
+    tools.add_argument("--plugin", action="append", default=[])
+    return root
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    if getattr(args, "config", None):
+        settings = load_settings(args.config)
+    else:
+        from wellhead.app import demo_settings
+
+        settings = demo_settings()
+    overrides: dict[str, Any] = {}
+    for flag in ("transport", "host", "port", "stateless"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[flag] = value
+    server = settings.server.model_copy(update=overrides) if overrides else settings.server
+    update: dict[str, Any] = {"server": server}
+    if getattr(args, "plugin", None):
+        update["plugins"] = [*settings.plugins, *args.plugin]
+    if getattr(args, "log_level", None):
+        update["logging"] = settings.logging.model_copy(update={"level": args.log_level})
+    return settings.model_copy(update=update)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from wellhead.observe.logs import configure_logging
+
+    configure_logging(getattr(args, "log_level", None) or "INFO")
+    try:
+        if args.command == "check":
+            return check(args)
+        settings = settings_from(args)
+        configure_logging(settings.logging.level)
+        if args.command == "tools":
+            return asyncio.run(print_tools(settings))
+        return serve(settings)
+    except ConfigError as exc:
+        print(f"wellhead: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def check(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    from wellhead.app import build_server
+
+    build_server(settings)  # builds sources, tools and plugins without connecting
+    names = ", ".join(f"{n} ({c.kind})" for n, c in settings.sources.items())
+    print(f"{args.config}: ok — sources: {names}")
+    return 0
+
+
+async def print_tools(settings: Settings) -> int:
+    from fastmcp import Client
+
+    from wellhead.app import build_server
+
+    async with Client(build_server(settings)) as client:
+        tools = await client.list_tools()
+    listing = [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in tools]
+    text = json.dumps(listing, separators=(",", ":"))
+    for tool in tools:
+        print(tool.name)
+    print(f"{len(tools)} tools, {len(text)} bytes, about {len(text) // 4} tokens")
+    return 0
+
+
+def serve(settings: Settings) -> int:
+    from wellhead.app import build_server, http_app
+
+    transport = settings.server.transport
+    if transport == "stdio" and sys.stdin.isatty():
+        print(
+            "wellhead speaks MCP over stdio: an MCP client (Claude Desktop, Cursor, the MCP "
+            "Inspector) should launch it. To serve over HTTP instead: wellhead serve "
+            "--transport http --port 8000",
+            file=sys.stderr,
+        )
+    mcp = build_server(settings)
+    if transport == "stdio":
+        asyncio.run(mcp.run_stdio_async(show_banner=False))
+        return 0
+
+    import uvicorn
+
+    server = settings.server
+    app = http_app(mcp, settings)
+    config = uvicorn.Config(
+        app,
+        host=server.host,
+        port=server.port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=int(server.shutdown_grace_s),
+    )
+    path = server.path if transport == "http" else "/sse"
+    log.info(
+        "serving MCP over %s on http://%s:%s%s",
+        transport,
+        server.host,
+        server.port,
+        path,
+        extra={"transport": transport, "stateless": server.stateless},
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

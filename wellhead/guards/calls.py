@@ -1,0 +1,219 @@
+"""The outermost tool guard: every call ends as a result, a log line and (if on) metrics.
+
+Any exception becomes an `isError` tool result carrying a stable error id that also appears
+in the log line, so an operator can find the traceback an agent reported. Wellhead's own
+errors and `ToolError`s raised on purpose keep their message; anything else is masked.
+The process never dies of a tool.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastmcp.exceptions import ToolError, ValidationError
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import ToolResult
+from mcp.types import CallToolRequestParams, TextContent
+
+from wellhead.errors import QueryCancelled, QueryTimeout, WellheadError
+from wellhead.sql import encoding
+
+log = logging.getLogger("wellhead.calls")
+
+CallObserver = Callable[["CallRecord"], None]
+
+
+@dataclass
+class CallRecord:
+    """What one tool call did; the log line, the audit event and metrics are views of it."""
+
+    tool_name: str
+    invocation_id: str
+    request_id: str | None
+    session_id: str | None
+    client_id: str | None
+    transport: str | None
+    arguments: dict[str, Any]
+    request_bytes: int
+    started: float = field(default_factory=time.perf_counter)
+    execution_time_ms: float = 0.0
+    response_bytes: int = 0
+    rows: int | None = None
+    truncated: bool | None = None
+    outcome: str = "ok"
+    error_id: str | None = None
+    error_kind: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ToolFailure(Exception):
+    """Raised by inner guards to end a call with a specific outcome and public message."""
+
+    def __init__(self, outcome: str, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.kind = kind
+        self.public_message = message
+
+
+class CallGuard(Middleware):
+    def __init__(
+        self,
+        *,
+        mask_error_details: bool = True,
+        observers: list[CallObserver] | None = None,
+        log_arguments: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        self.mask_error_details = mask_error_details
+        self.observers = observers or []
+        self.log_arguments = log_arguments
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[CallToolRequestParams],
+        call_next: CallNext[CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        record = _new_record(context)
+        try:
+            result = await call_next(context)
+        except BaseException as exc:  # noqa: BLE001 - the guard's whole job
+            if not isinstance(exc, Exception):
+                record.outcome = "cancelled"
+                self._finish(record, None)
+                raise
+            result = self._error_result(record, exc)
+        else:
+            if result.is_error and record.outcome == "ok":
+                record.outcome = "tool_error"
+            _measure(record, result)
+        self._finish(record, result)
+        return result
+
+    def _error_result(self, record: CallRecord, exc: Exception) -> ToolResult:
+        record.error_id = uuid.uuid4().hex[:12]
+        outcome, kind, message, internal = _classify(exc, self.mask_error_details)
+        record.outcome, record.error_kind = outcome, kind
+        if internal:
+            log.error(
+                "tool %s failed with an internal error",
+                record.tool_name,
+                exc_info=exc.__cause__ or exc,
+                extra={"error_id": record.error_id, "tool_name": record.tool_name},
+            )
+        payload = {"error": kind, "message": message, "error_id": record.error_id}
+        return ToolResult(
+            content=[TextContent(type="text", text=encoding.dumps(payload))], is_error=True
+        )
+
+    def _finish(self, record: CallRecord, result: ToolResult | None) -> None:
+        record.execution_time_ms = round((time.perf_counter() - record.started) * 1000, 3)
+        if result is not None and not record.response_bytes:
+            record.response_bytes = _result_bytes(result)
+        fields = {
+            "event": "tool_call",
+            "tool_name": record.tool_name,
+            "invocation_id": record.invocation_id,
+            "request_id": record.request_id,
+            "session_id": record.session_id,
+            "client_id": record.client_id,
+            "transport": record.transport,
+            "execution_time_ms": record.execution_time_ms,
+            "request_bytes": record.request_bytes,
+            "response_bytes": record.response_bytes,
+            "rows": record.rows,
+            "truncated": record.truncated,
+            "outcome": record.outcome,
+            "error_id": record.error_id,
+            "error_kind": record.error_kind,
+        }
+        if self.log_arguments is not None:
+            fields["arguments"] = self.log_arguments(record.arguments)
+        fields.update(record.extra)
+        level = logging.INFO if record.outcome in ("ok", "tool_error") else logging.WARNING
+        log.log(level, "tool_call", extra=fields)
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:  # an observer must never break a call
+                log.exception("call observer %r failed", observer)
+
+
+def _new_record(context: MiddlewareContext[CallToolRequestParams]) -> CallRecord:
+    message = context.message
+    arguments = dict(message.arguments or {})
+    ctx = context.fastmcp_context
+    return CallRecord(
+        tool_name=message.name,
+        invocation_id=uuid.uuid4().hex,
+        request_id=_safe(lambda: ctx.request_id) if ctx else None,
+        session_id=_safe(lambda: ctx.session_id) if ctx else None,
+        client_id=_principal(ctx),
+        transport=_safe(lambda: ctx.transport) if ctx else None,
+        arguments=arguments,
+        request_bytes=encoding.encoded_size(arguments),
+    )
+
+
+def _principal(ctx: Any) -> str | None:
+    """The authenticated principal when there is one, else the client's own id."""
+    try:
+        from fastmcp.server.dependencies import get_access_token
+
+        token = get_access_token()
+        if token is not None:
+            return str(token.client_id)
+    except Exception:  # noqa: BLE001 - no auth context
+        pass
+    return _safe(lambda: ctx.client_id) if ctx else None
+
+
+def _safe(getter: Callable[[], Any]) -> Any:
+    try:
+        value = getter()
+    except Exception:  # noqa: BLE001 - context fields are optional by transport
+        return None
+    return str(value) if value is not None else None
+
+
+def _measure(record: CallRecord, result: ToolResult) -> None:
+    structured = result.structured_content or {}
+    if isinstance(structured.get("rows"), list):
+        record.rows = len(structured["rows"])
+    if "truncated" in structured:
+        record.truncated = bool(structured["truncated"])
+    record.response_bytes = _result_bytes(result)
+
+
+def _result_bytes(result: ToolResult) -> int:
+    size = sum(len(getattr(block, "text", "") or "") for block in result.content)
+    if result.structured_content is not None:
+        size += encoding.encoded_size(result.structured_content)
+    return size
+
+
+def _classify(exc: Exception, mask: bool) -> tuple[str, str, str, bool]:
+    """(outcome, error kind, public message, is_internal) for an exception."""
+    cause = exc
+    if isinstance(exc, ToolError) and isinstance(exc.__cause__, Exception):
+        cause = exc.__cause__
+    if isinstance(cause, ToolFailure):
+        return cause.outcome, cause.kind, cause.public_message, False
+    if isinstance(cause, QueryTimeout):
+        return "timeout", cause.kind, cause.public_message, False
+    if isinstance(cause, QueryCancelled):
+        return "cancelled", cause.kind, cause.public_message, False
+    if isinstance(cause, WellheadError):
+        return "tool_error", cause.kind, cause.public_message, False
+    if isinstance(exc, ValidationError) or type(cause).__name__ == "ValidationError":
+        return "tool_error", "invalid_arguments", str(exc) or "invalid arguments", False
+    if isinstance(exc, ToolError) and exc.__cause__ is None:
+        return "tool_error", "tool_error", str(exc), False
+    message = "internal error; the operator can find details in the server log by error_id"
+    if not mask:
+        message = f"internal error: {type(cause).__name__}: {cause}"
+    return "internal_error", "internal_error", message, True

@@ -1,0 +1,173 @@
+"""Exact, stateless pagination of any read query.
+
+A page is the user's statement with a deterministic total order and a LIMIT/OFFSET window
+applied to its top level. The order is the user's ORDER BY (if any) followed by every
+output column as a tie-breaker, so rows that compare equal are identical and the walk over
+all pages returns exactly the full result, in order, none lost and none repeated: also for
+queries without ORDER BY. The engine sorts; Python only ever holds one page.
+
+The cursor carries everything needed to fetch the next page (statement, parameters, offset,
+the total if it was counted), signed with HMAC so it cannot be forged or altered, and is
+independent of any process state: any replica sharing the secret can continue it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from sqlglot import exp
+
+from wellhead.errors import CursorError
+
+_CURSOR_VERSION = 1
+_MAC_BYTES = 16
+_PAGED = (exp.Select, exp.SetOperation)
+# PostgreSQL cannot order these types; they are left out of the tie-breaker.
+_UNORDERABLE_PG_TYPES = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
+
+
+@dataclass(frozen=True)
+class CursorState:
+    tool: str
+    source: str
+    sql: str
+    params: dict[str, Any]
+    offset: int
+    total: int | None
+
+
+class CursorCodec:
+    """Signs and verifies cursors with one HMAC key."""
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("cursor secret must be at least 16 bytes")
+        self._secret = secret
+
+    def encode(self, state: CursorState) -> str:
+        body = json.dumps(
+            [
+                _CURSOR_VERSION,
+                state.tool,
+                state.source,
+                state.sql,
+                state.params,
+                state.offset,
+                state.total,
+            ],
+            separators=(",", ":"),
+            default=str,
+        ).encode()
+        payload = zlib.compress(body, 6)
+        mac = hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        return base64.urlsafe_b64encode(payload + mac).decode().rstrip("=")
+
+    def decode(self, token: str) -> CursorState:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (ValueError, TypeError):
+            raise CursorError("cursor is not valid: pass next_cursor exactly as returned") from None
+        payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        expected = hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        if len(raw) <= _MAC_BYTES or not hmac.compare_digest(mac, expected):
+            raise CursorError(
+                "cursor signature does not match: it was altered, or issued by a server with "
+                "another cursor secret; run the query again without a cursor"
+            )
+        try:
+            version, tool, source, sql, params, offset, total = json.loads(zlib.decompress(payload))
+        except (ValueError, zlib.error):
+            raise CursorError("cursor is not valid: run the query again without a cursor") from None
+        if version != _CURSOR_VERSION:
+            raise CursorError("cursor comes from another wellhead version; run the query again")
+        return CursorState(tool, source, sql, params, int(offset), total)
+
+
+def paged_tree(
+    tree: exp.Expression,
+    *,
+    column_count: int,
+    offset: int,
+    limit: int,
+    dialect: str,
+    column_types: list[str] | None = None,
+) -> exp.Expression:
+    """The statement restricted to rows [offset, offset + limit) of its total order."""
+    tie_breakers = _tie_breaker_ordinals(column_count, dialect, column_types)
+    node = tree.copy()
+    if not isinstance(node, _PAGED) or not _literal_window(node):
+        node = exp.select("*").from_(exp.Subquery(this=node, alias=exp.TableAlias(this="_wh_q")))
+    existing = node.args.get("order")
+    if existing is None or not _orders_by_all(existing):
+        present = {
+            int(o.this.this)
+            for o in (existing.expressions if existing else [])
+            if isinstance(o.this, exp.Literal) and not o.this.is_string
+        }
+        extra = [exp.Literal.number(i) for i in tie_breakers if i not in present]
+        if extra:
+            node = node.order_by(*extra, append=True, copy=False)
+    user_limit = _literal_int(node.args.get("limit"))
+    user_offset = _literal_int(node.args.get("offset")) or 0
+    start = user_offset + offset
+    count = limit if user_limit is None else max(0, min(limit, user_limit - offset))
+    node.set("limit", exp.Limit(expression=exp.Literal.number(count)))
+    node.set("offset", exp.Offset(expression=exp.Literal.number(start)) if start else None)
+    return node
+
+
+def count_tree(tree: exp.Expression) -> exp.Expression:
+    """`SELECT count(*) FROM (<statement>)`: the size of the whole result."""
+    subquery = exp.Subquery(this=tree.copy(), alias=exp.TableAlias(this="_wh_q"))
+    return exp.select(exp.Count(this=exp.Star())).from_(subquery)
+
+
+def probe_tree(tree: exp.Expression) -> exp.Expression:
+    """The statement with no rows: learns the output columns without doing the work."""
+    subquery = exp.Subquery(this=tree.copy(), alias=exp.TableAlias(this="_wh_q"))
+    return exp.select("*").from_(subquery).limit(0)
+
+
+def _tie_breaker_ordinals(
+    column_count: int, dialect: str, column_types: list[str] | None
+) -> list[int]:
+    ordinals = []
+    for index in range(column_count):
+        type_name = (column_types[index] if column_types else "").lower()
+        if dialect == "postgres" and type_name.startswith(_UNORDERABLE_PG_TYPES):
+            continue
+        ordinals.append(index + 1)
+    return ordinals
+
+
+def _orders_by_all(order: exp.Order) -> bool:
+    return any(
+        isinstance(o.this, exp.Column) and o.this.name.upper() == "ALL" for o in order.expressions
+    )
+
+
+def _literal_window(node: exp.Expression) -> bool:
+    """LIMIT/OFFSET are absent or integer literals, so page windows can be composed exactly."""
+    for key in ("limit", "offset"):
+        clause = node.args.get(key)
+        if clause is not None and _literal_int(clause) is None:
+            return False
+    return True
+
+
+def _literal_int(clause: exp.Expression | None) -> int | None:
+    if clause is None:
+        return None
+    value = clause.args.get("expression") if isinstance(clause, exp.Limit | exp.Offset) else clause
+    if isinstance(value, exp.Literal) and not value.is_string:
+        try:
+            return int(value.this)
+        except ValueError:
+            return None
+    return None
