@@ -1,0 +1,421 @@
+"""DuckDB source: a .duckdb file, or views over allow-listed Parquet/CSV/JSON files.
+
+Read-only is enforced by the engine, independently of the SQL checks upstream:
+
+* the database is always opened `read_only` — for file views too: the views are written
+  to a private catalog file that is then reopened read-only, so `CREATE`, `INSERT`,
+  `ATTACH ':memory:'`, sequences and macros fail inside DuckDB;
+* `enable_external_access=false` with `allowed_paths` set to exactly the files the
+  views read (globs are expanded at start), so no other file, URL or extension can be
+  reached; extension autoload/autoinstall off; then `lock_configuration=true`, so no
+  `SET`/`RESET`/`PRAGMA` can undo any of it;
+* `allowed_paths` also permits *writing* those files (`COPY ... TO` with
+  `use_tmp_file false`), and DuckDB has no read-only variant of it, so every statement
+  is first parsed by DuckDB's own parser and anything but one SELECT (or EXPLAIN of a
+  SELECT) is refused before it runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import duckdb
+
+from wellhead.errors import (
+    ConfigError,
+    InvalidRequest,
+    QueryFailed,
+    SourceUnavailable,
+    UnsafeSQL,
+    WellheadError,
+)
+from wellhead.sources._catalog import quote_ident, resolve
+from wellhead.sources._threads import Deadline, Interruptible, run_interruptible, timeout_error
+from wellhead.sources.base import (
+    Column,
+    ColumnInfo,
+    ForeignKey,
+    RowBatch,
+    Source,
+    TableDescription,
+    TableInfo,
+    Value,
+)
+
+DISCOVERY_TIMEOUT = 15.0
+PING_TIMEOUT = 5.0
+FETCH_CHUNK = 2048
+MAX_ERROR_CHARS = 2000
+
+_READERS = {
+    ".parquet": "read_parquet",
+    ".csv": "read_csv",
+    ".tsv": "read_csv",
+    ".json": "read_json",
+    ".jsonl": "read_json",
+    ".ndjson": "read_json",
+}
+_COMPRESSION = (".gz", ".zst")
+_VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LEADING_COMMENTS = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/)*", re.DOTALL)
+_EXPLAIN = re.compile(r"^EXPLAIN\s+(ANALYZE\s+)?(?P<inner>.*)$", re.DOTALL | re.IGNORECASE)
+_ALLOWED = {"SELECT"}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    schema: str
+    name: str
+    info: TableInfo
+
+
+class DuckDBSource(Source):
+    """A DuckDB database opened read-only with external access and configuration locked."""
+
+    dialect = "duckdb"
+    placeholder_style = "dollar"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        path: str | None,
+        views: dict[str, str] | None = None,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+        max_concurrency: int = 16,
+    ) -> None:
+        super().__init__(name)
+        if path is not None and views:
+            raise ConfigError(
+                f"source {name!r}: give either `path` (a .duckdb file) or `views` "
+                "(files exposed as views), not both"
+            )
+        self.path = path
+        self.views = dict(views or {})
+        self.threads = threads
+        self.memory_limit = memory_limit
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._cursor_lock = threading.Lock()
+        self._tmpdir: str | None = None
+        self._limiter = anyio.CapacityLimiter(max_concurrency)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._conn is None:
+            await anyio.to_thread.run_sync(self._open)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.interrupt()
+                conn.close()
+            except duckdb.Error:
+                pass
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def _open(self) -> None:
+        config: dict[str, Any] = {
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+            "allow_persistent_secrets": False,
+        }
+        if self.threads is not None:
+            config["threads"] = self.threads
+        if self.memory_limit is not None:
+            config["memory_limit"] = self.memory_limit
+        allowed: list[str] = []
+        if self.path is not None:
+            db_path = os.path.abspath(os.path.expanduser(self.path))
+            if not os.path.isfile(db_path):
+                raise SourceUnavailable(f"source {self.name!r}: DuckDB file not found: {db_path}")
+        else:
+            definitions = {
+                view: _view_sql(self.name, view, spec) for view, spec in self.views.items()
+            }
+            self._tmpdir = tempfile.mkdtemp(prefix="wellhead-duckdb-")
+            db_path = os.path.join(self._tmpdir, "views.duckdb")
+            builder = duckdb.connect(db_path, config=config)
+            try:
+                for view, (sql, files) in definitions.items():
+                    allowed.extend(files)
+                    try:
+                        builder.execute(sql)
+                    except duckdb.Error as exc:
+                        raise ConfigError(
+                            f"source {self.name!r}: view {view!r} cannot read its files: "
+                            f"{_first_line(exc)}"
+                        ) from None
+            finally:
+                builder.close()
+        try:
+            conn = duckdb.connect(db_path, read_only=True, config=config)
+        except duckdb.Error as exc:
+            raise SourceUnavailable(
+                f"source {self.name!r}: cannot open DuckDB database: {_first_line(exc)}"
+            ) from None
+        try:
+            if allowed:
+                conn.execute("SET allowed_paths = $1", [sorted(set(allowed))])
+            conn.execute("SET enable_external_access = false")
+            conn.execute("SET lock_configuration = true")
+            for view in self.views:  # fail at start, not on the agent's first query
+                conn.execute(f"SELECT * FROM {quote_ident(view)} LIMIT 0").fetchall()
+        except duckdb.Error as exc:
+            conn.close()
+            raise SourceUnavailable(
+                f"source {self.name!r}: locking the DuckDB database down failed: {_first_line(exc)}"
+            ) from None
+        self._conn = conn
+
+    # -- execution -----------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        conn = self._conn
+        if conn is None:
+            raise SourceUnavailable(f"source {self.name!r} is not started")
+        with self._cursor_lock:
+            return conn.cursor()
+
+    async def _run(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        max_rows: int,
+        timeout: float,  # noqa: ASYNC109 - the engine must be interrupted, not just awaited
+        check: bool,
+    ) -> RowBatch:
+        def work(state: Interruptible) -> RowBatch:
+            cur = self._cursor()
+            state.attach(cur)
+            try:
+                if check:
+                    _check_statement(cur, sql)
+                if state.interrupted:
+                    raise duckdb.InterruptException("interrupted before start")
+                cur.execute(sql, list(params) if params else None)
+                rows = _fetch_upto(cur, max_rows + 1)
+                columns = [Column(str(d[0]), str(d[1])) for d in (cur.description or [])]
+            finally:
+                state.detach()
+                cur.close()
+            return RowBatch(columns=columns, rows=rows[:max_rows], more=len(rows) > max_rows)
+
+        try:
+            return await run_interruptible(work, _interrupt, timeout=timeout, limiter=self._limiter)
+        except Deadline:
+            raise timeout_error(timeout) from None
+        except duckdb.Error as exc:
+            raise _engine_error(exc) from None
+
+    async def fetch(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        max_rows: int,
+        timeout: float,  # noqa: ASYNC109
+    ) -> RowBatch:
+        if max_rows < 0:
+            raise InvalidRequest("max_rows must be 0 or more")
+        return await self._run(sql, params, max_rows=max_rows, timeout=timeout, check=True)
+
+    async def ping(self) -> None:
+        try:
+            batch = await self._run("SELECT 1", (), max_rows=1, timeout=PING_TIMEOUT, check=False)
+        except WellheadError as exc:
+            raise SourceUnavailable(
+                f"source {self.name!r} does not answer: {exc.public_message}"
+            ) from None
+        if batch.rows != [(1,)]:
+            raise SourceUnavailable(f"source {self.name!r} answered SELECT 1 wrongly")
+
+    # -- discovery -----------------------------------------------------------------
+
+    async def _internal(self, sql: str, params: Sequence[Value] = (), limit: int = 100_000) -> list:
+        batch = await self._run(sql, params, max_rows=limit, timeout=DISCOVERY_TIMEOUT, check=False)
+        return batch.rows
+
+    async def _entries(self) -> list[_Entry]:
+        rows = await self._internal(
+            """
+            SELECT schema_name, table_name, 'table', estimated_size, comment
+              FROM duckdb_tables()
+             WHERE database_name = current_database() AND NOT internal AND NOT temporary
+            UNION ALL
+            SELECT schema_name, view_name, 'view', NULL, comment
+              FROM duckdb_views()
+             WHERE database_name = current_database() AND NOT internal AND NOT temporary
+            """
+        )
+        entries = []
+        for schema, table, kind, estimate, comment in rows:
+            display = table if schema == "main" else f"{schema}.{table}"
+            info = TableInfo(
+                name=display,
+                kind=kind,
+                row_estimate=int(estimate) if estimate is not None else None,
+                comment=comment or None,
+            )
+            entries.append(_Entry(schema=schema, name=table, info=info))
+        entries.sort(key=lambda e: e.info.name)
+        return entries
+
+    async def list_tables(self) -> list[TableInfo]:
+        return [entry.info for entry in await self._entries()]
+
+    async def describe_table(self, table: str, sample_rows: int) -> TableDescription:
+        entries = await self._entries()
+        known = [(e.info.name, e) for e in entries]
+        known += [(f"{e.schema}.{e.name}", e) for e in entries if e.schema == "main"]
+        entry = resolve(table, known, self.name)
+        where = "database_name = current_database() AND schema_name = $1 AND table_name = $2"
+        key = (entry.schema, entry.name)
+        col_rows = await self._internal(
+            f"SELECT column_name, data_type, is_nullable, comment FROM duckdb_columns() "
+            f"WHERE {where} ORDER BY column_index",
+            key,
+        )
+        constraints = await self._internal(
+            f"SELECT constraint_type, constraint_column_names, referenced_table, "
+            f"referenced_column_names FROM duckdb_constraints() "
+            f"WHERE {where} AND constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY') "
+            f"ORDER BY constraint_index",
+            key,
+        )
+        primary: set[str] = set()
+        foreign: list[ForeignKey] = []
+        for kind, cols, ref_table, ref_cols in constraints:
+            if kind == "PRIMARY KEY":
+                primary.update(cols)
+            else:
+                ref = ref_table if entry.schema == "main" else f"{entry.schema}.{ref_table}"
+                foreign.append(ForeignKey(list(cols), ref, list(ref_cols)))
+        columns = [
+            ColumnInfo(
+                name=name,
+                type=str(dtype),
+                nullable=bool(nullable) and name not in primary,
+                primary_key=name in primary,
+                comment=comment or None,
+            )
+            for name, dtype, nullable, comment in col_rows
+        ]
+        samples: list[list[Value]] = []
+        if sample_rows > 0:
+            qualified = f"{quote_ident(entry.schema)}.{quote_ident(entry.name)}"
+            rows = await self._internal(f"SELECT * FROM {qualified} LIMIT {int(sample_rows)}")
+            samples = [list(r) for r in rows]
+        return TableDescription(
+            table=entry.info, columns=columns, foreign_keys=foreign, sample_rows=samples
+        )
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _interrupt(handle: object) -> None:
+    assert isinstance(handle, duckdb.DuckDBPyConnection)
+    handle.interrupt()
+
+
+def _fetch_upto(cur: duckdb.DuckDBPyConnection, limit: int) -> list[tuple[Value, ...]]:
+    """Fetch at most `limit` rows in chunks; the rest of the result is never produced."""
+    rows: list[tuple[Value, ...]] = []
+    while len(rows) < limit:
+        chunk = cur.fetchmany(min(FETCH_CHUNK, limit - len(rows)))
+        if not chunk:
+            break
+        rows.extend(chunk)
+    return rows
+
+
+def _check_statement(cur: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Let DuckDB's own parser say what the statement is; refuse all but a read."""
+    statements = cur.extract_statements(sql)
+    if len(statements) != 1:
+        raise UnsafeSQL(
+            f"DuckDB parsed {len(statements)} statements; send exactly one SELECT statement"
+        )
+    statement = statements[0]
+    kind = statement.type.name
+    if kind == "EXPLAIN":
+        text = _LEADING_COMMENTS.sub("", statement.query, count=1)
+        match = _EXPLAIN.match(text)
+        inner = cur.extract_statements(match.group("inner")) if match else []
+        if len(inner) == 1 and inner[0].type.name in _ALLOWED:
+            return
+        raise UnsafeSQL("only EXPLAIN [ANALYZE] of a single SELECT statement is allowed")
+    if kind not in _ALLOWED:
+        raise UnsafeSQL(
+            f"DuckDB parsed this as a {kind} statement; this source is read-only and only "
+            "runs SELECT (including WITH, VALUES, DESCRIBE, SUMMARIZE) or EXPLAIN"
+        )
+
+
+def _engine_error(exc: duckdb.Error) -> WellheadError:
+    message = str(exc).strip()[:MAX_ERROR_CHARS]
+    refused = isinstance(exc, duckdb.PermissionException) or (
+        "configuration has been locked" in message or "read-only mode" in message
+    )
+    if refused:
+        return UnsafeSQL(f"the DuckDB engine refused the statement (read-only source): {message}")
+    return QueryFailed(message)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _extension(name: str) -> str:
+    """`.csv` for `a.csv` and `a.csv.gz`; empty when there is none."""
+    lowered = name.lower()
+    for suffix in _COMPRESSION:
+        if lowered.endswith(suffix):
+            lowered = lowered[: -len(suffix)]
+    return os.path.splitext(lowered)[1]
+
+
+def _reader_for(name: str) -> str | None:
+    return _READERS.get(_extension(name))
+
+
+def _view_sql(source: str, view: str, spec: str) -> tuple[str, list[str]]:
+    """`CREATE VIEW` over the files `spec` names today; returns the SQL and the files."""
+    if not _VIEW_NAME.match(view):
+        raise ConfigError(
+            f"source {source!r}: view name {view!r} must be letters, digits and underscores"
+        )
+    pattern = os.path.abspath(os.path.expanduser(spec))
+    files = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
+    if not files:
+        raise ConfigError(f"source {source!r}: view {view!r}: no file matches {spec!r}")
+    extensions = {_extension(pattern)} if _reader_for(pattern) else {_extension(f) for f in files}
+    readers = {_READERS.get(ext) for ext in extensions}
+    if len(readers) != 1 or None in readers:
+        raise ConfigError(
+            f"source {source!r}: view {view!r}: files must all be .parquet, .csv/.tsv or "
+            f".json/.jsonl/.ndjson (optionally .gz/.zst), got {spec!r}"
+        )
+    reader = readers.pop()
+    listing = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    options = ""
+    if extensions == {".tsv"}:
+        options = ", delim = '\t'"
+    sql = f"CREATE VIEW {quote_ident(view)} AS SELECT * FROM {reader}({listing}{options})"
+    return sql, files
