@@ -1,0 +1,953 @@
+"""Layer 1 of "read-only that holds": prove a statement is one read, before any engine sees it.
+
+The check parses the agent's SQL with sqlglot in the source's dialect and fails closed:
+exactly one statement, of a read kind (SELECT and friends, EXPLAIN of one, DuckDB
+DESCRIBE/SHOW/SUMMARIZE, PostgreSQL SHOW), with no write or DDL node anywhere in the tree,
+no locking clause, no SELECT ... INTO, and no function from a per-dialect deny-list of things
+that touch the filesystem, the network, extensions, settings, sequences, other sessions or
+run dynamic SQL. Layer 2 (the engine opened read-only) must hold on its own as well.
+
+Decisions worth knowing (each is tested):
+
+* Statement splitting is done on sqlglot's tokens, so a ';' inside a string, a quoted
+  identifier, a dollar-quoted body or a comment never counts. For DuckDB, whose Python
+  `execute` runs every statement in a string, DuckDB's own parser re-counts the statements
+  and must agree (one statement, of type SELECT or EXPLAIN).
+* Control characters, zero-width/format characters and non-ASCII whitespace are refused
+  outside string literals and quoted identifiers: engines and sqlglot disagree about them.
+* Reading settings: PostgreSQL `current_setting` and `SHOW` are allowed (read-only, the
+  engine enforces privileges, no secrets live there). DuckDB `current_setting`,
+  `duckdb_settings` and `duckdb_secrets` are denied: DuckDB settings can hold S3 keys.
+* `pg_sleep` / DuckDB `sleep_ms` are allowed: they only spend time, and the query deadline
+  cancels them like any slow query. `currval`/`lastval` are allowed (they read this
+  session's sequence state and cannot change it); `nextval`/`setval` are denied.
+* DuckDB table names that look like paths (`FROM 'orders.csv'`, `FROM "s3://b/x"`) are
+  denied: DuckDB would scan the file directly (a replacement scan).
+* SQLite `pragma_*` table functions are denied except the schema readers
+  (`pragma_table_info`, ...); DuckDB `pragma_*` likewise except read-only introspection.
+* Named parameters are written `:name`. sqlglot's DuckDB parser reads `:name` at the start
+  of an expression as a prefix alias (`SELECT a: 1`), so for DuckDB the check parses a copy
+  where each `:name` is spelled `$name` (same length, same offsets). A `:` right after an
+  identifier, number, string or closing bracket is never a placeholder (`{'a':x}`,
+  `arr[1:n]`, DuckDB `alias: expr`); `arr[:n]` IS a placeholder, write `arr[ : n]` for a
+  slice bound by a column.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import ParseError, SqlglotError, TokenError
+from sqlglot.tokens import Token, TokenType
+
+from wellhead.errors import InvalidRequest, UnsafeSQL
+
+DIALECTS = ("duckdb", "sqlite", "postgres")
+
+# --------------------------------------------------------------------------- reasons
+
+FILES = "it reads files from the server's filesystem"
+LISTS_FILES = "it lists files on the server"
+WRITES_FILES = "it writes files on the server"
+NETWORK = "it reaches other databases or the network"
+EXTENSIONS = "it installs or loads extensions"
+SETTINGS = "it changes settings or session state"
+READS_SETTINGS = "it reads server settings or secrets"
+ENV = "it reads the server's environment variables"
+DYNAMIC = "it runs dynamic SQL that cannot be checked"
+SEQUENCE = "it changes a sequence"
+SESSIONS = "it signals or stops other sessions"
+LOCKS = "it takes locks"
+WRITES = "it writes to the database"
+SERVER = "it controls the server"
+MEMORY = "it reads raw memory or engine internals"
+
+_HINT = "query the configured tables and views instead"
+
+# --------------------------------------------------------------------------- function deny-lists
+# Exact names, prefixes and suffixes, all lowercase, each with the reason shown to the agent.
+
+_Rule = tuple[str, str]
+
+_DUCKDB_EXACT: dict[str, str] = {
+    "glob": LISTS_FILES,
+    "duckdb_external_file_cache": LISTS_FILES,
+    "duckdb_temporary_files": LISTS_FILES,
+    "sniff_csv": FILES,
+    "parquet_metadata": FILES,
+    "parquet_schema": FILES,
+    "parquet_file_metadata": FILES,
+    "parquet_kv_metadata": FILES,
+    "parquet_full_metadata": FILES,
+    "parquet_bloom_probe": FILES,
+    "delta_scan": FILES,
+    "import_database": FILES,
+    "copy_database": WRITES,
+    "sqlite_attach": NETWORK,
+    "sqlite_query": NETWORK,
+    "postgres_attach": NETWORK,
+    "postgres_query": NETWORK,
+    "postgres_execute": NETWORK,
+    "getenv": ENV,
+    "current_setting": READS_SETTINGS,
+    "duckdb_settings": READS_SETTINGS,
+    "duckdb_secrets": READS_SETTINGS,
+    "which_secret": READS_SETTINGS,
+    "duckdb_logs": READS_SETTINGS,
+    "duckdb_logs_parsed": READS_SETTINGS,
+    "duckdb_log_contexts": READS_SETTINGS,
+    "duckdb_prepared_statements": READS_SETTINGS,
+    "query": DYNAMIC,
+    "query_table": DYNAMIC,
+    "json_execute_serialized_sql": DYNAMIC,
+    "from_substrait": DYNAMIC,
+    "from_substrait_json": DYNAMIC,
+    "checkpoint": WRITES,
+    "force_checkpoint": WRITES,
+    "truncate_duckdb_logs": WRITES,
+    "write_log": WRITES,
+    "verify_parallelism": SETTINGS,
+    "add_parquet_key": SETTINGS,
+    "setseed": SETTINGS,
+    "set_variable": SETTINGS,
+    "nextval": SEQUENCE,
+    "setval": SEQUENCE,
+    "load_extension": EXTENSIONS,
+    "install_extension": EXTENSIONS,
+    "load": EXTENSIONS,
+    "install": EXTENSIONS,
+    "pandas_scan": MEMORY,
+    "python_map_function": MEMORY,
+}
+_DUCKDB_PREFIX: list[_Rule] = [
+    ("read_", FILES),
+    ("iceberg_", FILES),
+    ("ducklake_", FILES),
+    ("st_read", FILES),
+    ("mysql_", NETWORK),
+    ("postgres_", NETWORK),
+    ("sqlite_scan", FILES),
+    ("http_", NETWORK),
+    ("enable_", SETTINGS),
+    ("disable_", SETTINGS),
+    ("arrow_scan", MEMORY),
+    ("python_", MEMORY),
+    ("create_external_resource", SETTINGS),
+    ("register_external_resource", SETTINGS),
+    ("deregister_external_resource", SETTINGS),
+    ("destroy_external_resource", SETTINGS),
+]
+_DUCKDB_SUFFIX: list[_Rule] = [("_scan", FILES)]
+# Read-only introspection `pragma_*` table functions; every other `pragma_*` is denied.
+_DUCKDB_PRAGMA_OK = frozenset(
+    {
+        "pragma_table_info",
+        "pragma_show",
+        "pragma_version",
+        "pragma_database_size",
+        "pragma_storage_info",
+        "pragma_collations",
+        "pragma_platform",
+        "pragma_metadata_info",
+        "pragma_user_agent",
+    }
+)
+
+_SQLITE_EXACT: dict[str, str] = {
+    "load_extension": EXTENSIONS,
+    "readfile": FILES,
+    "writefile": WRITES_FILES,
+    "edit": WRITES_FILES,
+    "fsdir": LISTS_FILES,
+    "lsmode": LISTS_FILES,
+    "zipfile": FILES,
+    "zipfile_cds": FILES,
+    "fts3_tokenizer": MEMORY,
+    "sqlite_dbpage": MEMORY,
+    "sqlite_dbdata": MEMORY,
+    "sqlite_dbptr": MEMORY,
+    "eval": DYNAMIC,
+    "sha3_query": DYNAMIC,
+}
+_SQLITE_PREFIX: list[_Rule] = []
+_SQLITE_PRAGMA_OK = frozenset(
+    {
+        "pragma_table_info",
+        "pragma_table_xinfo",
+        "pragma_index_list",
+        "pragma_index_info",
+        "pragma_index_xinfo",
+        "pragma_foreign_key_list",
+    }
+)
+
+_POSTGRES_EXACT: dict[str, str] = {
+    "pg_read_file": FILES,
+    "pg_read_binary_file": FILES,
+    "pg_stat_file": FILES,
+    "pg_current_logfile": LISTS_FILES,
+    "pg_logdir_ls": LISTS_FILES,
+    "loread": FILES,
+    "lowrite": WRITES_FILES,
+    "set_config": SETTINGS,
+    "setseed": SETTINGS,
+    "pg_reload_conf": SERVER,
+    "pg_rotate_logfile": SERVER,
+    "pg_switch_wal": SERVER,
+    "pg_promote": SERVER,
+    "pg_create_restore_point": SERVER,
+    "pg_start_backup": SERVER,
+    "pg_stop_backup": SERVER,
+    "pg_import_system_collations": WRITES,
+    "pg_replication_slot_advance": SERVER,
+    "pg_log_backend_memory_contexts": SERVER,
+    "pg_terminate_backend": SESSIONS,
+    "pg_cancel_backend": SESSIONS,
+    "pg_notify": SESSIONS,
+    "nextval": SEQUENCE,
+    "setval": SEQUENCE,
+    "txid_current": WRITES,
+    "pg_current_xact_id": WRITES,
+    "query_to_xml": DYNAMIC,
+    "query_to_xmlschema": DYNAMIC,
+    "query_to_xml_and_xmlschema": DYNAMIC,
+    "ts_stat": DYNAMIC,
+    "ts_rewrite": DYNAMIC,
+}
+_POSTGRES_PREFIX: list[_Rule] = [
+    ("pg_ls_", LISTS_FILES),
+    ("pg_file_", WRITES_FILES),
+    ("lo_", FILES),
+    ("dblink", NETWORK),
+    ("pg_advisory_", LOCKS),
+    ("pg_try_advisory_", LOCKS),
+    ("pg_backup_", SERVER),
+    ("pg_wal_replay_", SERVER),
+    ("pg_create_", SERVER),
+    ("pg_drop_", SERVER),
+    ("pg_copy_", SERVER),
+    ("pg_logical_", SERVER),
+    ("pg_replication_origin_", SERVER),
+    ("pg_stat_reset", SERVER),
+    ("table_to_xml", DYNAMIC),
+    ("cursor_to_xml", DYNAMIC),
+    ("schema_to_xml", DYNAMIC),
+    ("database_to_xml", DYNAMIC),
+]
+
+
+@dataclass(frozen=True)
+class _DenyList:
+    exact: Mapping[str, str]
+    prefixes: list[_Rule]
+    suffixes: list[_Rule]
+    pragma_ok: frozenset[str] | None
+    """When set, `pragma_*` functions are denied unless listed here."""
+
+    def reason(self, name: str) -> str | None:
+        name = name.lower()
+        if name in self.exact:
+            return self.exact[name]
+        if self.pragma_ok is not None and name.startswith("pragma_"):
+            return None if name in self.pragma_ok else SETTINGS
+        for prefix, why in self.prefixes:
+            if name.startswith(prefix):
+                return why
+        for suffix, why in self.suffixes:
+            if name.endswith(suffix):
+                return why
+        return None
+
+
+_DENY = {
+    "duckdb": _DenyList(_DUCKDB_EXACT, _DUCKDB_PREFIX, _DUCKDB_SUFFIX, _DUCKDB_PRAGMA_OK),
+    "sqlite": _DenyList(_SQLITE_EXACT, _SQLITE_PREFIX, [], _SQLITE_PRAGMA_OK),
+    "postgres": _DenyList(_POSTGRES_EXACT, _POSTGRES_PREFIX, [], None),
+}
+
+# --------------------------------------------------------------------------- statements
+
+_MODIFIES = "it modifies data"
+_SCHEMA = "it changes the schema or database objects"
+_TXN = "wellhead manages transactions itself and every call is read-only"
+_CURSORS = "server-side cursors are not available; wellhead pages results for you"
+
+# Leading keyword -> reason. Checked on tokens before parsing, so the message is precise even
+# where sqlglot falls back to an opaque Command or cannot parse the statement at all.
+_STATEMENT_REASONS: dict[str, str] = {
+    "INSERT": _MODIFIES,
+    "UPDATE": _MODIFIES,
+    "DELETE": _MODIFIES,
+    "MERGE": _MODIFIES,
+    "UPSERT": _MODIFIES,
+    "REPLACE": _MODIFIES,
+    "TRUNCATE": _MODIFIES,
+    "CREATE": _SCHEMA,
+    "DROP": _SCHEMA,
+    "ALTER": _SCHEMA,
+    "COMMENT": _SCHEMA,
+    "GRANT": _SCHEMA,
+    "REVOKE": _SCHEMA,
+    "REINDEX": "it rebuilds indexes (a write)",
+    "CLUSTER": "it rewrites a table (a write)",
+    "REFRESH": "it recomputes a materialized view (a write)",
+    "SECURITY": _SCHEMA,
+    "REASSIGN": _SCHEMA,
+    "COPY": "it reads or writes files on the server",
+    "EXPORT": WRITES_FILES,
+    "IMPORT": FILES,
+    "ATTACH": "it opens another database or file",
+    "DETACH": "it changes the attached databases",
+    "INSTALL": EXTENSIONS,
+    "LOAD": EXTENSIONS,
+    "FORCE": EXTENSIONS,
+    "UPDATE EXTENSIONS": EXTENSIONS,
+    "SET": SETTINGS,
+    "RESET": SETTINGS,
+    "PRAGMA": SETTINGS,
+    "USE": SETTINGS,
+    "DISCARD": SETTINGS,
+    "CALL": "it runs a procedure or table function outside a SELECT",
+    "DO": DYNAMIC,
+    "EXECUTE": DYNAMIC,
+    "PREPARE": DYNAMIC,
+    "DEALLOCATE": DYNAMIC,
+    "BEGIN": _TXN,
+    "START": _TXN,
+    "COMMIT": _TXN,
+    "END": _TXN,
+    "ROLLBACK": _TXN,
+    "ABORT": _TXN,
+    "SAVEPOINT": _TXN,
+    "RELEASE": _TXN,
+    "LISTEN": SESSIONS,
+    "NOTIFY": SESSIONS,
+    "UNLISTEN": SESSIONS,
+    "DECLARE": _CURSORS,
+    "FETCH": _CURSORS,
+    "CLOSE": _CURSORS,
+    "MOVE": _CURSORS,
+    "LOCK": LOCKS,
+    "UNLOCK": LOCKS,
+    "VACUUM": "it runs maintenance that writes (VACUUM INTO writes a file)",
+    "ANALYZE": "it runs maintenance that writes statistics",
+    "CHECKPOINT": "it forces a write of the database file",
+    "KILL": SESSIONS,
+}
+
+# First keywords of statements that may be a read. Anything else is refused by name.
+_READ_STARTS = {
+    "duckdb": {"SELECT", "WITH", "VALUES", "FROM", "TABLE", "(", "EXPLAIN", "DESCRIBE", "DESC"}
+    | {"SHOW", "SUMMARIZE", "PIVOT", "UNPIVOT"},
+    "sqlite": {"SELECT", "WITH", "VALUES", "(", "EXPLAIN"},
+    "postgres": {"SELECT", "WITH", "VALUES", "TABLE", "(", "EXPLAIN", "SHOW"},
+}
+
+# Tree nodes that make a statement something other than a read, wherever they appear.
+_WRITE_NODES: tuple[type, ...] = (
+    exp.DML,
+    exp.DDL,
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Merge,
+    exp.Create,
+    exp.Drop,
+    exp.Alter,
+    exp.Copy,
+    exp.Command,
+    exp.Set,
+    exp.Pragma,
+    exp.Attach,
+    exp.Detach,
+    exp.Install,
+    exp.Use,
+    exp.Transaction,
+    exp.Commit,
+    exp.Rollback,
+    exp.TruncateTable,
+    exp.Grant,
+    exp.Revoke,
+    exp.Analyze,
+    exp.Kill,
+    exp.LoadData,
+    exp.Refresh,
+    exp.Cache,
+    exp.Uncache,
+    exp.Comment,
+    exp.Declare,
+    exp.Execute,
+    exp.ExecuteSql,
+    exp.Export,
+    exp.Put,
+    exp.Get,
+    exp.StoredProcedure,
+)
+
+_EXPLAIN_OPTION_WORDS = {
+    "ANALYZE",
+    "ANALYSE",
+    "VERBOSE",
+    "COSTS",
+    "SETTINGS",
+    "BUFFERS",
+    "WAL",
+    "TIMING",
+    "SUMMARY",
+    "MEMORY",
+    "SERIALIZE",
+    "GENERIC_PLAN",
+    "FORMAT",
+    "TEXT",
+    "JSON",
+    "XML",
+    "YAML",
+    "HTML",
+    "GRAPHVIZ",
+    "NONE",
+    "BINARY",
+    "TRUE",
+    "FALSE",
+    "ON",
+    "OFF",
+}
+
+_STRINGISH = frozenset(
+    {
+        TokenType.STRING,
+        TokenType.BIT_STRING,
+        TokenType.HEX_STRING,
+        TokenType.BYTE_STRING,
+        TokenType.NATIONAL_RAW_STRING,
+        TokenType.NATIONAL_STRING,
+        TokenType.RAW_STRING,
+        TokenType.HEREDOC_STRING,
+        TokenType.UNICODE_STRING,
+    }
+)
+_QUOTED = _STRINGISH | {TokenType.IDENTIFIER}
+# A ':' right after one of these ends a value, so it is not a `:name` placeholder.
+_VALUE_END = _QUOTED | {
+    TokenType.VAR,
+    TokenType.NUMBER,
+    TokenType.R_PAREN,
+    TokenType.R_BRACKET,
+    TokenType.R_BRACE,
+    TokenType.STAR,
+}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PATHLIKE = re.compile(r"[./\\:*?~]")
+_PLAIN_WS = frozenset(" \t\n\r\f")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+@dataclass(frozen=True)
+class CheckedStatement:
+    """A statement proven to be one read; `sql` is what the source should run."""
+
+    sql: str
+    """The original text, without its trailing semicolon (and trailing comments/space)."""
+    tree: exp.Expression
+    """The parsed statement. For EXPLAIN, a Command whose `expression` is the checked target."""
+    kind: str
+    """`select` (pageable), `explain`, `describe` or `show`."""
+    pageable: bool
+    """True for kind == "select": the paging layer may wrap it as a subquery."""
+
+
+def check_read_only(sql: str, dialect: str) -> CheckedStatement:
+    """Return the checked statement, or raise UnsafeSQL naming exactly why it is refused."""
+    if dialect not in DIALECTS:
+        raise InvalidRequest(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
+    if not isinstance(sql, str) or not sql.strip():
+        raise InvalidRequest("sql is empty: send one SELECT statement")
+    tokens = _lex(sql, dialect)
+    if not tokens:
+        raise InvalidRequest("sql has no statement (only comments or whitespace)")
+    _refuse_odd_characters(sql, tokens)
+    tokens = _single_statement(tokens)
+    text = sql[: tokens[-1].end + 1]
+    checked = _check_tokens(text, tokens, dialect, nested=False)
+    if dialect == "duckdb":
+        _duckdb_agrees(_for_parsing(text, tokens, dialect), checked.kind)
+    checked.tree.meta["wellhead_dialect"] = dialect
+    return checked
+
+
+def named_parameters(tree: exp.Expression) -> list[str]:
+    """The `:name` placeholders a checked tree uses, in first-use order, each once."""
+    seen: dict[str, None] = {}
+    for node in tree.walk(bfs=False):
+        if isinstance(node, exp.Placeholder):
+            name = node.this
+            if isinstance(name, exp.Expression):
+                name = name.name
+            if isinstance(name, str) and _NAME.match(name):
+                seen.setdefault(name, None)
+    return list(seen)
+
+
+def bind_named(
+    checked: CheckedStatement,
+    params: Mapping[str, object] | None,
+    style: Literal["dollar", "qmark"],
+) -> tuple[str, list[object]]:
+    """Rewrite `:name` placeholders to positional ones and return (sql, values).
+
+    `dollar` gives `$1..$n`, one number per distinct name (DuckDB, PostgreSQL); `qmark` gives
+    one `?` per occurrence (SQLite). Values are bound by the driver, never spliced into SQL.
+    """
+    if style not in ("dollar", "qmark"):
+        raise InvalidRequest(f"unknown placeholder style {style!r}; expected 'dollar' or 'qmark'")
+    given = _normalise_params(params)
+    dialect = _dialect_of(checked)
+    spots = _placeholder_spots(_lex(checked.sql, dialect))
+    used = list(dict.fromkeys(name for _, _, name in spots))
+    tree_marks = sum(
+        1 for n in checked.tree.walk() if isinstance(n, (exp.Placeholder, exp.Parameter))
+    )
+    if tree_marks != len(spots):
+        raise InvalidRequest(
+            "write query parameters as :name (letters, digits, underscore); "
+            "positional markers such as ?, $1 or %(name)s are not supported"
+        )
+    missing = [n for n in used if n not in given]
+    unknown = [n for n in given if n not in used]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append("missing value for " + ", ".join(f":{n}" for n in missing))
+        if unknown:
+            parts.append("unknown parameter " + ", ".join(repr(n) for n in unknown))
+        uses = ", ".join(f":{n}" for n in used) or "no parameters"
+        raise InvalidRequest("; ".join(parts) + f" (the SQL uses {uses})")
+    out: list[str] = []
+    values: list[object] = []
+    index: dict[str, int] = {}
+    last = 0
+    for start, end, name in spots:
+        out.append(checked.sql[last:start])
+        if style == "qmark":
+            out.append("?")
+            values.append(given[name])
+        else:
+            if name not in index:
+                values.append(given[name])
+                index[name] = len(values)
+            out.append(f"${index[name]}")
+        last = end + 1
+    out.append(checked.sql[last:])
+    return "".join(out), values
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _tokenize(sql: str, dialect: str) -> list[Token]:
+    try:
+        return list(Dialect.get_or_raise(dialect).tokenize(sql))
+    except (TokenError, SqlglotError) as err:
+        raise UnsafeSQL(
+            f"could not parse the statement in dialect {dialect}: {_short(err)}"
+        ) from None
+
+
+def _lex(sql: str, dialect: str) -> list[Token]:
+    """Tokens with true offsets. sqlglot lexes a leading command keyword (EXPLAIN, SHOW,
+    VACUUM, ...) as one token plus an opaque string: lex that rest again, shifted."""
+    tokens = _tokenize(sql, dialect)
+    commands = Dialect.get_or_raise(dialect).tokenizer_class.COMMANDS
+    if not tokens or tokens[0].token_type not in commands:
+        return tokens
+    head = tokens[0]
+    base = head.end + 1
+    rest = sql[base:]
+    inner = _lex(rest, dialect) if rest.strip() else []
+    shifted = [
+        Token(t.token_type, t.text, t.line, t.col, t.start + base, t.end + base, t.comments)
+        for t in inner
+    ]
+    return [head, *shifted]
+
+
+def _short(err: Exception) -> str:
+    if isinstance(err, ParseError) and err.errors:
+        first = err.errors[0]
+        desc = str(first.get("description") or "syntax error")
+        line, col = first.get("line"), first.get("col")
+        where = f" (line {line}, column {col})" if line else ""
+        return f"{desc}{where}"[:200]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines()
+    return (text[0] if text else type(err).__name__)[:200]
+
+
+def _refuse_odd_characters(sql: str, tokens: list[Token]) -> None:
+    """Refuse characters engines and sqlglot may read differently, outside quoted text."""
+    quoted = [(t.start, t.end) for t in tokens if t.token_type in _QUOTED]
+    qi = 0
+    for pos, ch in enumerate(sql):
+        if ch.isascii() and (ch.isprintable() or ch in _PLAIN_WS):
+            continue
+        cat = unicodedata.category(ch)
+        odd = cat in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn") or ch.isspace()
+        if not odd:
+            continue
+        while qi < len(quoted) and quoted[qi][1] < pos:
+            qi += 1
+        inside = qi < len(quoted) and quoted[qi][0] <= pos <= quoted[qi][1]
+        if ch == "\x00" or not inside:
+            label = unicodedata.name(ch, "control character")
+            raise UnsafeSQL(
+                f"character U+{ord(ch):04X} ({label}) is not allowed outside a string literal: "
+                "engines read it differently; use plain spaces"
+            )
+
+
+def _single_statement(tokens: list[Token]) -> list[Token]:
+    """Return the tokens of the one statement, or refuse a second one."""
+    segments: list[list[Token]] = [[]]
+    for tok in tokens:
+        if tok.token_type == TokenType.SEMICOLON:
+            segments.append([])
+        else:
+            segments[-1].append(tok)
+    statements = [s for s in segments if s]
+    if len(statements) > 1:
+        raise UnsafeSQL(
+            f"only one statement per call; found {len(statements)}. "
+            "Send each statement in its own call"
+        )
+    if not statements:
+        raise InvalidRequest("sql has no statement (only ';')")
+    semis = len(segments) - 1
+    if segments[0] == [] or semis > 1:
+        raise UnsafeSQL("only one statement per call; remove the extra ';'")
+    return statements[0]
+
+
+def _first_words(tokens: list[Token], n: int = 2) -> list[str]:
+    return [t.text.upper() for t in tokens[:n]]
+
+
+def _check_tokens(
+    text: str, tokens: list[Token], dialect: str, *, nested: bool
+) -> CheckedStatement:
+    words = _first_words(tokens)
+    lead = words[0]
+    if lead == "EXPLAIN":
+        if nested:
+            raise UnsafeSQL("EXPLAIN inside EXPLAIN is not allowed: explain a query")
+        return _check_explain(text, tokens, dialect)
+    if lead == "UPDATE" and len(words) > 1 and words[1] == "EXTENSIONS":
+        lead = "UPDATE EXTENSIONS"
+    if lead not in _READ_STARTS[dialect]:
+        why = _STATEMENT_REASONS.get(lead)
+        if why is None:
+            raise UnsafeSQL(
+                f"{lead} statements are not allowed: only SELECT, WITH ... SELECT, VALUES and "
+                "EXPLAIN of a query are accepted"
+            )
+        raise UnsafeSQL(f"{lead} is not allowed: {why}")
+    if lead == "SHOW" and dialect == "postgres":
+        return _check_pg_show(text, tokens)
+    tree = _parse(_for_parsing(text, tokens, dialect), dialect)
+    kind = _kind(tree, dialect, tokens)
+    _walk(tree, dialect)
+    _scan_function_tokens(tokens, dialect)
+    return CheckedStatement(sql=text, tree=tree, kind=kind, pageable=kind == "select")
+
+
+def _for_parsing(text: str, tokens: list[Token], dialect: str) -> str:
+    """The text sqlglot parses: for DuckDB, `:name` is spelled `$name` (same offsets)."""
+    if dialect != "duckdb":
+        return text
+    chars = list(text)
+    for start, _end, _name in _placeholder_spots(tokens):
+        chars[start] = "$"
+    return "".join(chars)
+
+
+def _parse(text: str, dialect: str) -> exp.Expression:
+    try:
+        trees = [t for t in Dialect.get_or_raise(dialect).parse(text) if t is not None]
+    except SqlglotError as err:
+        raise UnsafeSQL(
+            f"could not parse the statement in dialect {dialect}: {_short(err)}"
+        ) from None
+    trees = [t for t in trees if not isinstance(t, exp.Semicolon)]
+    if len(trees) != 1:
+        raise UnsafeSQL(f"only one statement per call; found {len(trees)}")
+    tree = trees[0]
+    if not isinstance(tree, exp.Expression):
+        raise UnsafeSQL(f"{type(tree).__name__.upper()} is not allowed: not a read statement")
+    return tree
+
+
+def _kind(tree: exp.Expression, dialect: str, tokens: list[Token]) -> str:
+    if isinstance(tree, exp.Subquery):
+        inner = tree.unnest()
+        if isinstance(inner, (exp.Select, exp.SetOperation, exp.Values)):
+            return "select"
+    if isinstance(tree, (exp.Select, exp.SetOperation, exp.Values)):
+        return "select"
+    if dialect == "duckdb":
+        if isinstance(tree, (exp.Describe, exp.Summarize)):
+            return "describe"
+        if isinstance(tree, exp.Show):
+            return "show"
+        if isinstance(tree, exp.Command) and str(tree.this).upper() == "SHOW":
+            _check_show_target(tokens[1:])
+            return "show"
+        if isinstance(tree, exp.Pivot):
+            raise UnsafeSQL(
+                "a bare PIVOT/UNPIVOT statement is not accepted: wrap it as "
+                "SELECT * FROM (PIVOT ...) so it can be paged"
+            )
+    name = _node_name(tree)
+    why = _STATEMENT_REASONS.get(name)
+    if why:
+        raise UnsafeSQL(f"{name} is not allowed: {why}")
+    raise UnsafeSQL(
+        f"{name} statements are not allowed: only SELECT, WITH ... SELECT, VALUES and "
+        "EXPLAIN of a query are accepted"
+    )
+
+
+def _node_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Command):
+        return str(node.this).upper()
+    names = {
+        exp.TruncateTable: "TRUNCATE",
+        exp.Transaction: "BEGIN",
+        exp.LoadData: "LOAD",
+        exp.Refresh: "REFRESH",
+        exp.ExecuteSql: "EXECUTE",
+        exp.StoredProcedure: "CALL",
+    }
+    for cls, label in names.items():
+        if isinstance(node, cls):
+            return label
+    if isinstance(node, exp.Column):
+        return node.name.upper() or "COLUMN"
+    return node.key.upper()
+
+
+def _check_show_target(rest: list[Token]) -> None:
+    """`SHOW name` (DuckDB: describe a table; PostgreSQL: a setting) takes plain words only."""
+    for tok in rest:
+        if tok.token_type in _STRINGISH or not (
+            _NAME.match(tok.text) or tok.token_type in (TokenType.DOT, TokenType.IDENTIFIER)
+        ):
+            raise UnsafeSQL("SHOW takes a table or setting name only")
+        if tok.token_type == TokenType.IDENTIFIER and _PATHLIKE.search(tok.text):
+            raise UnsafeSQL(_path_message(tok.text))
+
+
+def _check_pg_show(text: str, tokens: list[Token]) -> CheckedStatement:
+    if len(tokens) < 2:
+        raise UnsafeSQL("SHOW needs a setting name, e.g. SHOW work_mem")
+    _check_show_target(tokens[1:])
+    rest = text[tokens[1].start :]
+    tree = exp.Command(this="SHOW", expression=exp.Literal.string(rest))
+    return CheckedStatement(sql=text, tree=tree, kind="show", pageable=False)
+
+
+def _check_explain(text: str, tokens: list[Token], dialect: str) -> CheckedStatement:
+    i = 1
+    if dialect == "sqlite":
+        if _first_words(tokens[i:]) == ["QUERY", "PLAN"]:
+            i += 2
+    else:
+        if i < len(tokens) and tokens[i].token_type == TokenType.L_PAREN:
+            j = i + 1
+            while j < len(tokens) and tokens[j].token_type != TokenType.R_PAREN:
+                tok = tokens[j]
+                ok = (
+                    tok.token_type in (TokenType.COMMA, TokenType.NUMBER)
+                    or tok.text.upper() in _EXPLAIN_OPTION_WORDS
+                )
+                if not ok:
+                    raise UnsafeSQL(f"EXPLAIN option {tok.text!r} is not allowed")
+                j += 1
+            i = j + 1
+        while i < len(tokens) and tokens[i].text.upper() in ("ANALYZE", "ANALYSE", "VERBOSE"):
+            i += 1
+    if i >= len(tokens):
+        raise UnsafeSQL("EXPLAIN needs a query to explain")
+    target_text = text[tokens[i].start :]
+    target_tokens = _lex(target_text, dialect)
+    try:
+        target = _check_tokens(target_text, target_tokens, dialect, nested=True)
+    except UnsafeSQL as err:
+        raise UnsafeSQL(f"EXPLAIN target refused: {err.public_message}") from None
+    if target.kind != "select":
+        raise UnsafeSQL("EXPLAIN target refused: only a query (SELECT ...) can be explained")
+    prefix = " ".join(t.text.upper() for t in tokens[:i])
+    tree = exp.Command(this=prefix, expression=target.tree)
+    return CheckedStatement(sql=text, tree=tree, kind="explain", pageable=False)
+
+
+def _walk(tree: exp.Expression, dialect: str) -> None:
+    deny = _DENY[dialect]
+    for node in tree.walk():
+        if node is not tree and isinstance(node, (exp.Describe, exp.Show, exp.Summarize)):
+            raise UnsafeSQL(f"{node.key.upper()} is only allowed as the whole statement")
+        if isinstance(node, _WRITE_NODES) and not (node is tree and _is_read_root(node)):
+            name = _node_name(node)
+            why = _STATEMENT_REASONS.get(name, _MODIFIES)
+            raise UnsafeSQL(f"{name} is not allowed: {why}")
+        if isinstance(node, exp.Select):
+            if node.args.get("into"):
+                raise UnsafeSQL("SELECT ... INTO is not allowed: it creates a table")
+            if node.args.get("locks"):
+                raise UnsafeSQL(
+                    "locking clauses (FOR UPDATE / FOR SHARE) are not allowed: " + LOCKS
+                )
+        if isinstance(node, exp.Into):
+            raise UnsafeSQL("SELECT ... INTO is not allowed: it creates a table")
+        if isinstance(node, exp.Lock):
+            raise UnsafeSQL("locking clauses (FOR UPDATE / FOR SHARE) are not allowed: " + LOCKS)
+        if isinstance(node, exp.Func):
+            for fname in _function_names(node):
+                denied = deny.reason(fname)
+                if denied:
+                    raise UnsafeSQL(_function_message(fname, denied))
+        if dialect == "duckdb" and isinstance(node, exp.Table):
+            for part in ("this", "db", "catalog"):
+                ident = node.args.get(part)
+                if isinstance(ident, exp.Identifier) and _PATHLIKE.search(ident.name):
+                    raise UnsafeSQL(_path_message(ident.name))
+
+
+def _is_read_root(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Command) and str(node.this).upper() == "SHOW"
+
+
+def _function_names(node: exp.Func) -> Iterable[str]:
+    if isinstance(node, exp.Anonymous):
+        return [node.name.lower()]
+    return [n.lower() for n in type(node).sql_names()]
+
+
+def _function_message(name: str, why: str) -> str:
+    return f"function {name} is not allowed: {why}; {_HINT}"
+
+
+def _path_message(name: str) -> str:
+    return (
+        f"table name {name!r} looks like a file path or URL, which DuckDB would read directly: "
+        f"{FILES}; {_HINT}"
+    )
+
+
+def _scan_function_tokens(tokens: list[Token], dialect: str) -> None:
+    """Second pass on tokens: any denied name followed by '(' is refused.
+
+    It catches calls sqlglot maps to a class under another name, and chained calls
+    such as DuckDB's `'HOME'.getenv()`.
+    """
+    deny = _DENY[dialect]
+    for tok, nxt in zip(tokens, tokens[1:], strict=False):
+        if nxt.token_type != TokenType.L_PAREN or tok.token_type in _STRINGISH:
+            continue
+        why = deny.reason(tok.text)
+        if why:
+            raise UnsafeSQL(_function_message(tok.text.lower(), why))
+
+
+def _placeholder_spots(tokens: list[Token]) -> list[tuple[int, int, str]]:
+    """(start, end, name) of every `:name` placeholder, in text order."""
+    spots = []
+    for i, tok in enumerate(tokens[:-1]):
+        if tok.token_type != TokenType.COLON:
+            continue
+        nxt = tokens[i + 1]
+        if nxt.start != tok.end + 1 or nxt.token_type in _QUOTED or not _NAME.match(nxt.text):
+            continue
+        if i > 0:
+            prev = tokens[i - 1]
+            if prev.end + 1 == tok.start and prev.token_type in _VALUE_END:
+                continue
+        spots.append((tok.start, nxt.end, nxt.text))
+    return spots
+
+
+def _normalise_params(params: Mapping[str, object] | None) -> dict[str, object]:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise InvalidRequest("params must be an object mapping parameter names to values")
+    out: dict[str, object] = {}
+    for key, value in params.items():
+        if not isinstance(key, str):
+            raise InvalidRequest(f"parameter names must be strings; got {key!r}")
+        name = key[1:] if key.startswith(":") else key
+        if not _NAME.match(name):
+            raise InvalidRequest(
+                f"parameter name {key!r} is not valid: use letters, digits and underscore"
+            )
+        if name in out:
+            raise InvalidRequest(f"parameter {name!r} is given twice")
+        out[name] = value
+    return out
+
+
+def _dialect_of(checked: CheckedStatement) -> str:
+    """The dialect `check_read_only` recorded on the tree (bind must tokenize the same way)."""
+    dialect = checked.tree.meta.get("wellhead_dialect")
+    if dialect not in DIALECTS:
+        raise InvalidRequest("bind_named needs a statement returned by check_read_only")
+    return str(dialect)
+
+
+# --------------------------------------------------------------------------- DuckDB cross-check
+
+
+class _DuckDBStatementCounter:
+    """DuckDB's own parser, used to confirm sqlglot's statement count and type.
+
+    DuckDB's `execute` runs every statement in a string, so a tokenizer disagreement would
+    be a smuggling hole. One private in-memory connection parses only (no data, no
+    extensions); a lock serialises it because DuckDB connections are not thread-safe.
+    """
+
+    def __init__(self) -> None:
+        import duckdb
+
+        self._duckdb = duckdb
+        self._con = duckdb.connect(":memory:")
+        self._lock = threading.Lock()
+
+    def types(self, sql: str) -> list[str]:
+        with self._lock:
+            statements = self._con.extract_statements(sql)
+        return [str(s.type).rsplit(".", 1)[-1].upper() for s in statements]
+
+
+@functools.cache
+def _duckdb_counter() -> _DuckDBStatementCounter:
+    return _DuckDBStatementCounter()
+
+
+def _duckdb_agrees(text: str, kind: str) -> None:
+    counter = _duckdb_counter()
+    try:
+        types = counter.types(text)
+    except counter._duckdb.Error as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UnsafeSQL(f"could not parse the statement in dialect duckdb: {msg[:200]}") from None
+    if len(types) != 1:
+        raise UnsafeSQL(f"only one statement per call; found {len(types)}")
+    expected = "EXPLAIN" if kind == "explain" else "SELECT"
+    if types[0] != expected:
+        raise UnsafeSQL(f"{types[0]} is not allowed: only read statements are accepted")
