@@ -25,9 +25,22 @@ class _Formatter(JsonFormatter):
         log_data["logger"] = record.name
 
 
+class _DropFastMCPToolErrors(logging.Filter):
+    """FastMCP logs every failing tool with a traceback; the call guard logs the same failure
+    once, with its error id, so FastMCP's copy is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name.startswith("fastmcp")
+            and isinstance(record.msg, str)
+            and record.msg.startswith(("Error calling tool", "Invalid arguments for tool"))
+        )
+
+
 def json_handler(stream: Any = None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_Formatter("%(message)s", timestamp=False))
+    handler.addFilter(_DropFastMCPToolErrors())
     _attach_redaction(handler)
     return handler
 

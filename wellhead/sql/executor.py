@@ -8,17 +8,18 @@ is cheap (bounded by `count_timeout_s`). Anything left over is reachable through
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import sqlglot
 from sqlglot import exp
+from sqlglot.errors import SqlglotError
 
 from wellhead.config import LimitsConfig
-from wellhead.errors import CursorError, InvalidRequest, QueryTimeout
+from wellhead.errors import CursorError, InvalidRequest, QueryTimeout, UnsafeSQL
 from wellhead.sources.base import Column, RowBatch, Source
 from wellhead.sql import encoding
 from wellhead.sql.paging import CursorCodec, CursorState, count_tree, paged_tree, probe_tree
@@ -42,6 +43,17 @@ class Page:
     @property
     def truncated(self) -> bool:
         return self.next_cursor is not None
+
+
+@dataclass(frozen=True)
+class BoundStatement:
+    """A checked statement with its `:name` parameters turned into positional ones."""
+
+    checked: CheckedStatement
+    sql: str
+    tree: exp.Expression | None
+    """The bound statement parsed again, for paging; None when it is not pageable."""
+    values: list[Any]
 
 
 @dataclass(frozen=True)
@@ -104,46 +116,54 @@ class QueryExecutor:
                 f"(got {budget})"
             )
         source = self.source(request.source)
-        checked = self.check(source, request.sql)
+        statement = self.bind(source, self.check(source, request.sql), request.params)
         deadline = time.monotonic() + limits.query_timeout_s
 
         async with anyio.create_task_group() as group:
             if on_progress is not None:
                 group.start_soon(_report_progress, on_progress, limits.query_timeout_s)
             try:
-                page = await self._page(source, checked, request, max_rows, budget, deadline)
+                page = await self._page(source, statement, request, max_rows, budget, deadline)
             finally:
                 group.cancel_scope.cancel()
         return page
 
+    def bind(
+        self, source: Source, checked: CheckedStatement, params: dict[str, Any]
+    ) -> BoundStatement:
+        sql, values = bind_named(checked, params, source.placeholder_style)  # type: ignore[arg-type]
+        tree = None
+        if checked.pageable:
+            try:
+                tree = sqlglot.parse_one(sql, read=source.dialect)
+            except SqlglotError as exc:  # the checked text parsed; its bound twin must too
+                raise UnsafeSQL(f"could not re-parse the bound statement: {exc}") from None
+        return BoundStatement(checked=checked, sql=sql, tree=tree, values=values)
+
     async def _page(
         self,
         source: Source,
-        checked: CheckedStatement,
+        statement: BoundStatement,
         request: PageRequest,
         max_rows: int,
         budget: int,
         deadline: float,
     ) -> Page:
         offset = request.offset
-        if checked.pageable:
-            probe = await self._fetch(
-                source, checked, probe_tree(checked.tree), request, 0, deadline
-            )
+        if statement.tree is not None:
+            probe = await self._fetch(source, statement, probe_tree(statement.tree), 0, deadline)
             tree = paged_tree(
-                checked.tree,
+                statement.tree,
                 column_count=len(probe.columns),
                 offset=offset,
                 limit=max_rows + 1,
                 dialect=source.dialect,
                 column_types=[c.type for c in probe.columns],
             )
-            batch = await self._fetch(source, checked, tree, request, max_rows, deadline)
+            batch = await self._fetch(source, statement, tree, max_rows, deadline)
             rows: list[tuple[Any, ...]] = batch.rows
         else:
-            batch = await self._fetch(
-                source, checked, checked.tree, request, offset + max_rows, deadline
-            )
+            batch = await self._fetch(source, statement, None, offset + max_rows, deadline)
             rows = batch.rows[offset:]
 
         columns = batch.columns
@@ -156,8 +176,8 @@ class QueryExecutor:
         if total is None:
             if not more:
                 total = offset + len(kept)
-            elif offset == 0 and checked.pageable:
-                total = await self._count(source, checked, request, deadline)
+            elif offset == 0 and statement.tree is not None:
+                total = await self._count(source, statement, statement.tree, deadline)
 
         next_cursor = None
         if more:
@@ -184,9 +204,8 @@ class QueryExecutor:
     async def _fetch(
         self,
         source: Source,
-        checked: CheckedStatement,
-        tree: exp.Expression,
-        request: PageRequest,
+        statement: BoundStatement,
+        tree: exp.Expression | None,
         max_rows: int,
         deadline: float,
         *,
@@ -195,11 +214,13 @@ class QueryExecutor:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout(self.limits.query_timeout_s)
-        statement = dataclasses.replace(checked, tree=tree)
-        sql, values = bind_named(statement, request.params, source.placeholder_style)
+        sql = statement.sql if tree is None else tree.sql(dialect=source.dialect)
         try:
             return await source.fetch(
-                sql, values, max_rows=max_rows, timeout=min(remaining, timeout or remaining)
+                sql,
+                statement.values,
+                max_rows=max_rows,
+                timeout=min(remaining, timeout or remaining),
             )
         except QueryTimeout:
             if timeout is not None and time.monotonic() < deadline:
@@ -207,7 +228,7 @@ class QueryExecutor:
             raise _timeout(self.limits.query_timeout_s) from None
 
     async def _count(
-        self, source: Source, checked: CheckedStatement, request: PageRequest, deadline: float
+        self, source: Source, statement: BoundStatement, tree: exp.Expression, deadline: float
     ) -> int | None:
         """The total row count, or None when counting would take longer than allowed."""
         if self.limits.count_timeout_s <= 0:
@@ -215,9 +236,8 @@ class QueryExecutor:
         try:
             batch = await self._fetch(
                 source,
-                checked,
-                count_tree(checked.tree),
-                request,
+                statement,
+                count_tree(tree),
                 1,
                 deadline,
                 timeout=self.limits.count_timeout_s,
