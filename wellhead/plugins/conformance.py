@@ -28,7 +28,7 @@ import mcp_types as types
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.prompts import Message, PromptResult
-from fastmcp.tools import ToolResult
+from fastmcp.tools import Tool, ToolResult
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
@@ -298,6 +298,28 @@ JSON_SCHEMA_2020_12 = {
 }
 
 
+class VerbatimSchemaTool(Tool):
+    """A tool advertised with its input schema exactly as written (json-schema-2020-12).
+
+    Deriving the schema from a signature would lose `$schema` and `$defs`; the host must
+    also not dereference schemas (`FastMCP(dereference_schemas=False)`) for them to survive.
+    """
+
+    async def run(self, arguments: dict[str, Any]) -> ToolResult:
+        return ToolResult(content=[_text(json.dumps(arguments, sort_keys=True))])
+
+
+async def test_reconnection(ctx: Context) -> ToolResult:
+    """Close the response stream mid-call so the client resumes (server-sse-polling, SEP-1699).
+
+    Needs streamable HTTP with an event store; elsewhere closing is a no-op and the call
+    simply completes.
+    """
+    await ctx.close_sse_stream()
+    await anyio.sleep(_STEP_SECONDS * 2)
+    return ToolResult(content=[_text("Reconnection test completed successfully")])
+
+
 _TOOLS: tuple[Callable[..., Awaitable[ToolResult]], ...] = (
     test_simple_text,
     test_image_content,
@@ -311,6 +333,7 @@ _TOOLS: tuple[Callable[..., Awaitable[ToolResult]], ...] = (
     test_elicitation,
     test_elicitation_sep1034_defaults,
     test_elicitation_sep1330_enums,
+    test_reconnection,
 )
 
 # ---------------------------------------------------------------------------
@@ -453,10 +476,13 @@ def _install_server_handlers(mcp: FastMCP) -> Subscriptions:
 def _add_components(mcp: FastMCP) -> None:
     for fn in _TOOLS:
         mcp.tool(fn)
-    mcp.tool(
-        name="json_schema_2020_12_tool",
-        description="Tool with JSON Schema 2020-12 features",
-    )(_json_schema_tool)
+    mcp.add_tool(
+        VerbatimSchemaTool(
+            name="json_schema_2020_12_tool",
+            description="Tool with JSON Schema 2020-12 features",
+            parameters=JSON_SCHEMA_2020_12,
+        )
+    )
     mcp.resource("test://static-text", name="static-text", mime_type="text/plain")(static_text)
     mcp.resource("test://static-binary", name="static-binary", mime_type="image/png")(static_binary)
     mcp.resource(WATCHED_URI, name="watched-resource", mime_type="text/plain")(watched_resource)
@@ -472,14 +498,9 @@ def _add_components(mcp: FastMCP) -> None:
         mcp.prompt(prompt)
 
 
-async def _json_schema_tool(name: str = "", address: dict[str, str] | None = None) -> ToolResult:
-    """Echo the arguments of a tool whose input schema uses JSON Schema 2020-12."""
-    return ToolResult(content=[_text(json.dumps({"name": name, "address": address}))])
-
-
 def build_server() -> FastMCP:
     """A standalone fixtures server: components plus the server-level handlers."""
-    mcp = FastMCP("conformance-fixtures")
+    mcp = FastMCP("conformance-fixtures", dereference_schemas=False)
     _add_components(mcp)
     _install_server_handlers(mcp)
     return mcp
