@@ -1,0 +1,384 @@
+"""SQLite source: one database file, read-only three times over, queried from a small pool.
+
+The engine enforces read-only on its own, independently of the SQL checks upstream:
+the file is opened with `mode=ro`, `PRAGMA query_only` is on, extension loading is
+off, and an authorizer callback denies every action but reading, selecting, calling
+ordinary functions and recursive CTEs — so `ATTACH`, `PRAGMA`, `load_extension`, temp
+tables and writes are refused by SQLite itself. Discovery needs two introspection
+pragmas; the authorizer allows exactly those, and only while wellhead runs its own
+statements on that connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from wellhead.errors import (
+    InvalidRequest,
+    PoolExhausted,
+    QueryFailed,
+    SourceUnavailable,
+    UnsafeSQL,
+    WellheadError,
+)
+from wellhead.sources._catalog import quote_ident, resolve
+from wellhead.sources._threads import Deadline, Interruptible, run_interruptible, timeout_error
+from wellhead.sources.base import (
+    Column,
+    ColumnInfo,
+    ForeignKey,
+    RowBatch,
+    Source,
+    TableDescription,
+    TableInfo,
+    Value,
+)
+
+DISCOVERY_TIMEOUT = 15.0
+PING_TIMEOUT = 5.0
+FETCH_CHUNK = 2048
+MAX_ERROR_CHARS = 2000
+
+_ALLOWED_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+_DENIED_FUNCTIONS = {"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"}
+_INTERNAL_PRAGMAS = {"table_info", "foreign_key_list"}
+_REFUSALS = (
+    "not authorized",
+    "authorization denied",
+    "readonly database",
+    "read-only",
+    "one statement at a time",
+)
+
+
+class _Guard:
+    """Per-connection authorizer state; a connection serves one thread at a time."""
+
+    def __init__(self) -> None:
+        self.internal = False
+
+    def __call__(
+        self,
+        action: int,
+        arg1: str | None,
+        arg2: str | None,
+        database: str | None,
+        trigger: str | None,
+    ) -> int:
+        if action == sqlite3.SQLITE_FUNCTION:
+            name = (arg2 or "").lower()
+            return sqlite3.SQLITE_DENY if name in _DENIED_FUNCTIONS else sqlite3.SQLITE_OK
+        if action in _ALLOWED_ACTIONS:
+            return sqlite3.SQLITE_OK
+        if self.internal and action == sqlite3.SQLITE_PRAGMA and arg1 in _INTERNAL_PRAGMAS:
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY
+
+
+@dataclass
+class _Conn:
+    db: sqlite3.Connection
+    guard: _Guard
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    info: TableInfo
+
+
+class SQLiteSource(Source):
+    """A SQLite file behind `mode=ro`, `query_only` and an authorizer."""
+
+    dialect = "sqlite"
+    placeholder_style = "qmark"
+
+    def __init__(self, name: str, *, path: str, max_connections: int = 4) -> None:
+        super().__init__(name)
+        self.path = os.path.abspath(os.path.expanduser(path))
+        self.max_connections = max_connections
+        self._idle: list[_Conn] = []
+        self._lock = threading.Lock()
+        self._slots = anyio.Semaphore(max_connections)
+        self._open = False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._open:
+            return
+        if not await anyio.Path(self.path).is_file():
+            raise SourceUnavailable(f"source {self.name!r}: SQLite file not found: {self.path}")
+        self._open = True
+        try:
+            conn = await anyio.to_thread.run_sync(self._connect)
+        except WellheadError:
+            self._open = False
+            raise
+        with self._lock:
+            self._idle.append(conn)
+
+    async def close(self) -> None:
+        self._open = False
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.db.close()
+
+    def _connect(self) -> _Conn:
+        uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise SourceUnavailable(
+                f"source {self.name!r}: cannot open SQLite file {self.path}: {exc}"
+            ) from None
+        try:
+            db.execute("PRAGMA query_only = ON")
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # is it a database?
+        except sqlite3.Error as exc:
+            db.close()
+            raise SourceUnavailable(
+                f"source {self.name!r}: {self.path} is not a usable SQLite database: {exc}"
+            ) from None
+        if hasattr(db, "enable_load_extension"):  # absent when Python is built without it
+            db.enable_load_extension(False)
+        guard = _Guard()
+        db.set_authorizer(guard)
+        return _Conn(db, guard)
+
+    # -- execution -----------------------------------------------------------------
+
+    async def _run(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        max_rows: int,
+        timeout: float,  # noqa: ASYNC109 - the engine must be interrupted, not just awaited
+        internal: bool = False,
+    ) -> RowBatch:
+        if not self._open:
+            raise SourceUnavailable(f"source {self.name!r} is not started")
+        deadline = anyio.current_time() + timeout
+        acquired = False
+        with anyio.move_on_after(timeout):
+            await self._slots.acquire()
+            acquired = True
+        if not acquired:
+            raise PoolExhausted(
+                f"source {self.name!r}: all {self.max_connections} connections stayed busy "
+                f"for {timeout:g} s; retry shortly or run fewer queries at once"
+            )
+
+        def work(state: Interruptible) -> RowBatch:
+            conn = self._checkout()
+            try:
+                return _execute(conn, state, sql, params, max_rows, internal)
+            finally:
+                self._checkin(conn, abandoned=state.abandoned)
+
+        try:
+            remaining = max(deadline - anyio.current_time(), 0.001)
+            return await run_interruptible(work, _interrupt, timeout=remaining)
+        except Deadline:
+            raise timeout_error(timeout) from None
+        except (sqlite3.Error, sqlite3.Warning) as exc:
+            raise _engine_error(exc) from None
+        except OverflowError as exc:
+            raise InvalidRequest(f"a parameter does not fit SQLite: {exc}") from None
+        finally:
+            self._slots.release()
+
+    def _checkout(self) -> _Conn:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def _checkin(self, conn: _Conn, *, abandoned: bool) -> None:
+        """Reuse a connection only when its call ended normally and nothing is left open."""
+        if abandoned or not self._open or conn.db.in_transaction:
+            conn.db.close()
+            return
+        with self._lock:
+            self._idle.append(conn)
+
+    async def fetch(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        max_rows: int,
+        timeout: float,  # noqa: ASYNC109
+    ) -> RowBatch:
+        if max_rows < 0:
+            raise InvalidRequest("max_rows must be 0 or more")
+        return await self._run(sql, params, max_rows=max_rows, timeout=timeout)
+
+    async def ping(self) -> None:
+        try:
+            batch = await self._run("SELECT 1", (), max_rows=1, timeout=PING_TIMEOUT)
+        except WellheadError as exc:
+            raise SourceUnavailable(
+                f"source {self.name!r} does not answer: {exc.public_message}"
+            ) from None
+        if batch.rows != [(1,)]:
+            raise SourceUnavailable(f"source {self.name!r} answered SELECT 1 wrongly")
+
+    # -- discovery -----------------------------------------------------------------
+
+    async def _internal(self, sql: str, params: Sequence[Value] = ()) -> list[tuple[Value, ...]]:
+        batch = await self._run(
+            sql, params, max_rows=100_000, timeout=DISCOVERY_TIMEOUT, internal=True
+        )
+        return batch.rows
+
+    async def _entries(self) -> list[_Entry]:
+        rows = await self._internal(
+            "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+        )
+        estimates: dict[str, int] = {}
+        has_stats = await self._internal(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'"
+        )
+        if has_stats:
+            for table, stat in await self._internal("SELECT tbl, stat FROM sqlite_stat1"):
+                count = _leading_int(stat)
+                if isinstance(table, str) and count is not None:
+                    estimates[table] = max(estimates.get(table, 0), count)
+        return [
+            _Entry(str(name), TableInfo(str(name), str(kind), estimates.get(str(name))))
+            for name, kind in rows
+        ]
+
+    async def list_tables(self) -> list[TableInfo]:
+        return [entry.info for entry in await self._entries()]
+
+    async def describe_table(self, table: str, sample_rows: int) -> TableDescription:
+        entries = await self._entries()
+        entry = resolve(table, [(e.name, e) for e in entries], self.name)
+        quoted = quote_ident(entry.name)
+        info = await self._internal(f"PRAGMA table_info({quoted})")
+        pk_count = sum(1 for row in info if row[5])
+        columns = [
+            ColumnInfo(
+                name=str(name),
+                type=str(dtype or ""),
+                # an INTEGER PRIMARY KEY is the rowid: never NULL even without NOT NULL
+                nullable=not notnull
+                and not (pk and pk_count == 1 and str(dtype).upper() == "INTEGER"),
+                primary_key=bool(pk),
+            )
+            for _cid, name, dtype, notnull, _default, pk in info
+        ]
+        foreign: dict[int, ForeignKey] = {}
+        for fk_id, _seq, ref_table, column, ref_column, *_ in await self._internal(
+            f"PRAGMA foreign_key_list({quoted})"
+        ):
+            fk = foreign.setdefault(int(fk_id), ForeignKey([], str(ref_table), []))
+            fk.columns.append(str(column))
+            if ref_column is not None:
+                fk.references_columns.append(str(ref_column))
+        for fk in foreign.values():
+            if not fk.references_columns:  # `REFERENCES parent` means the parent's key
+                fk.references_columns.extend(await self._primary_key(fk.references_table))
+        samples: list[list[Value]] = []
+        if sample_rows > 0:
+            rows = await self._internal(f"SELECT * FROM {quoted} LIMIT {int(sample_rows)}")
+            samples = [list(r) for r in rows]
+        return TableDescription(
+            table=entry.info,
+            columns=columns,
+            foreign_keys=list(foreign.values()),
+            sample_rows=samples,
+        )
+
+    async def _primary_key(self, table: str) -> list[str]:
+        rows = await self._internal(f"PRAGMA table_info({quote_ident(table)})")
+        return [str(row[1]) for row in sorted(rows, key=lambda r: r[5]) if row[5]]
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _execute(
+    conn: _Conn,
+    state: Interruptible,
+    sql: str,
+    params: Sequence[Value],
+    max_rows: int,
+    internal: bool,
+) -> RowBatch:
+    state.attach(conn.db)
+    conn.guard.internal = internal
+    cur = conn.db.cursor()
+    try:
+        if state.interrupted:
+            raise sqlite3.OperationalError("interrupted")
+        cur.execute(sql, tuple(params))
+        rows = _fetch_upto(cur, max_rows + 1)
+        names = [str(d[0]) for d in (cur.description or [])]
+    finally:
+        cur.close()
+        conn.guard.internal = False
+        state.detach()  # from here on a late interrupt cannot reach the next user
+    columns = [Column(name, _storage_class(rows, i)) for i, name in enumerate(names)]
+    return RowBatch(columns=columns, rows=rows[:max_rows], more=len(rows) > max_rows)
+
+
+def _interrupt(handle: object) -> None:
+    assert isinstance(handle, sqlite3.Connection)
+    handle.interrupt()
+
+
+def _fetch_upto(cur: sqlite3.Cursor, limit: int) -> list[tuple[Value, ...]]:
+    """Fetch at most `limit` rows in chunks; SQLite never computes the rest."""
+    rows: list[tuple[Value, ...]] = []
+    while len(rows) < limit:
+        chunk = cur.fetchmany(min(FETCH_CHUNK, limit - len(rows)))
+        if not chunk:
+            break
+        rows.extend(chunk)
+    return rows
+
+
+def _storage_class(rows: list[tuple[Value, ...]], index: int) -> str:
+    """SQLite reports no result types; name the storage class of the first non-NULL value."""
+    for row in rows:
+        value = row[index]
+        if value is None:
+            continue
+        if isinstance(value, int):
+            return "INTEGER"
+        if isinstance(value, float):
+            return "REAL"
+        if isinstance(value, bytes):
+            return "BLOB"
+        return "TEXT"
+    return "NULL"
+
+
+def _leading_int(stat: object) -> int | None:
+    head = str(stat or "").split(" ", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _engine_error(exc: Exception) -> WellheadError:
+    message = str(exc).strip()[:MAX_ERROR_CHARS] or type(exc).__name__
+    if any(marker in message.lower() for marker in _REFUSALS):
+        return UnsafeSQL(f"the SQLite engine refused the statement (read-only source): {message}")
+    return QueryFailed(message)
