@@ -38,3 +38,43 @@ def settings_for(path, **limits):  # type: ignore[no-untyped-def]
             "cursor": {"secret": "test-secret-test-secret-0123456789"},
         }
     )
+
+
+@pytest.fixture(scope="session")
+def demo_sqlite(demo_db, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A SQLite copy of a slice of the demo data (same schema), for the SQLite engine."""
+    import sqlite3
+
+    import duckdb
+
+    from wellhead.sql.encoding import to_json_value
+
+    path = tmp_path_factory.mktemp("sqlite") / "demo.sqlite"
+    source = duckdb.connect(str(demo_db), read_only=True)
+    target = sqlite3.connect(path)
+    slices = {
+        "customers": "SELECT * FROM customers ORDER BY customer_id LIMIT 5000",
+        "products": "SELECT * FROM products ORDER BY product_id",
+        "orders": "SELECT * FROM orders ORDER BY order_id LIMIT 20000",
+        "order_items": "SELECT * FROM order_items WHERE order_id IN "
+        "(SELECT order_id FROM orders ORDER BY order_id LIMIT 20000)",
+    }
+    for table, sql in slices.items():
+        cursor = source.execute(sql)
+        names = [d[0] for d in cursor.description]
+        types = [str(d[1]) for d in cursor.description]
+        columns = ", ".join(
+            f'"{n}" {"INTEGER" if "INT" in t.upper() else "REAL" if "DECIMAL" in t.upper() or "DOUBLE" in t.upper() else "TEXT"}'
+            + (" PRIMARY KEY" if i == 0 and table != "order_items" else "")
+            for i, (n, t) in enumerate(zip(names, types, strict=True))
+        )
+        target.execute(f'CREATE TABLE "{table}" ({columns})')
+        marks = ", ".join("?" for _ in names)
+        while batch := cursor.fetchmany(5000):
+            target.executemany(
+                f'INSERT INTO "{table}" VALUES ({marks})',
+                [[to_json_value(v) for v in row] for row in batch],
+            )
+    target.commit()
+    target.close()
+    return path
