@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from wellhead.errors import ConfigError
+from wellhead.tools.sql_tool_config import SqlToolConfig, ToolsetsConfig
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -162,6 +163,10 @@ class Settings(_Strict):
     tracing: TracingConfig = TracingConfig()
     state: StateConfig = StateConfig()
     plugins: list[str] = Field(default_factory=list)
+    tools: dict[str, SqlToolConfig] = Field(
+        default_factory=dict, description="SQL tools declared in config, by tool name."
+    )
+    toolsets: ToolsetsConfig = ToolsetsConfig()
 
     @model_validator(mode="after")
     def _default_source_exists(self) -> Settings:
