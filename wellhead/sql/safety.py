@@ -267,6 +267,11 @@ class _DenyList:
         return None
 
 
+# Denied names that an engine also accepts as a bare table name (SQLite: every one).
+_EPONYMOUS: dict[str, frozenset[str]] = {
+    "duckdb": frozenset({"duckdb_logs", "duckdb_logs_parsed", "duckdb_log_contexts"}),
+}
+
 _DENY = {
     "duckdb": _DenyList(_DUCKDB_EXACT, _DUCKDB_PREFIX, _DUCKDB_SUFFIX, _DUCKDB_PRAGMA_OK),
     "sqlite": _DenyList(_SQLITE_EXACT, _SQLITE_PREFIX, [], _SQLITE_PRAGMA_OK),
@@ -309,6 +314,8 @@ _STATEMENT_REASONS: dict[str, str] = {
     "INSTALL": EXTENSIONS,
     "LOAD": EXTENSIONS,
     "FORCE": EXTENSIONS,
+    "FORCE INSTALL": EXTENSIONS,
+    "FORCE CHECKPOINT": "it forces a write of the database file",
     "UPDATE EXTENSIONS": EXTENSIONS,
     "SET": SETTINGS,
     "RESET": SETTINGS,
@@ -648,8 +655,8 @@ def _check_tokens(
         if nested:
             raise UnsafeSQL("EXPLAIN inside EXPLAIN is not allowed: explain a query")
         return _check_explain(text, tokens, dialect)
-    if lead == "UPDATE" and len(words) > 1 and words[1] == "EXTENSIONS":
-        lead = "UPDATE EXTENSIONS"
+    if " ".join(words) in _STATEMENT_REASONS:
+        lead = " ".join(words)
     if lead not in _READ_STARTS[dialect]:
         why = _STATEMENT_REASONS.get(lead)
         if why is None:
@@ -723,7 +730,7 @@ def _kind(tree: exp.Expression, dialect: str, tokens: list[Token]) -> str:
     )
 
 
-def _node_name(node: exp.Expression) -> str:
+def _node_name(node: exp.Expr) -> str:
     if isinstance(node, exp.Command):
         return str(node.this).upper()
     names = {
@@ -822,14 +829,28 @@ def _walk(tree: exp.Expression, dialect: str) -> None:
                 denied = deny.reason(fname)
                 if denied:
                     raise UnsafeSQL(_function_message(fname, denied))
-        if dialect == "duckdb" and isinstance(node, exp.Table):
-            for part in ("this", "db", "catalog"):
-                ident = node.args.get(part)
-                if isinstance(ident, exp.Identifier) and _PATHLIKE.search(ident.name):
-                    raise UnsafeSQL(_path_message(ident.name))
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
+            _check_table_name(node, dialect)
 
 
-def _is_read_root(node: exp.Expression) -> bool:
+def _check_table_name(node: exp.Table, dialect: str) -> None:
+    """Names that are not plain tables: DuckDB file paths (replacement scans), and table
+    functions an engine lets you name without parentheses (SQLite eponymous virtual tables
+    such as `pragma_database_list` or `fsdir`, DuckDB's `duckdb_logs` view)."""
+    name = node.name
+    if dialect == "duckdb":
+        for part in ("this", "db", "catalog"):
+            ident = node.args.get(part)
+            if isinstance(ident, exp.Identifier) and _PATHLIKE.search(ident.name):
+                raise UnsafeSQL(_path_message(ident.name))
+    lowered = name.lower()
+    if dialect == "sqlite" or lowered in _EPONYMOUS.get(dialect, ()):
+        why = _DENY[dialect].reason(lowered)
+        if why:
+            raise UnsafeSQL(f"table {name} is not allowed: {why}; {_HINT}")
+
+
+def _is_read_root(node: exp.Expr) -> bool:
     return isinstance(node, exp.Command) and str(node.this).upper() == "SHOW"
 
 
@@ -949,5 +970,10 @@ def _duckdb_agrees(text: str, kind: str) -> None:
     if len(types) != 1:
         raise UnsafeSQL(f"only one statement per call; found {len(types)}")
     expected = "EXPLAIN" if kind == "explain" else "SELECT"
+    if types[0] == "MULTI":
+        raise UnsafeSQL(
+            "this PIVOT/UNPIVOT runs as several statements in DuckDB and cannot be checked: "
+            "list the pivot values explicitly, e.g. PIVOT t ON col IN ('a', 'b') USING ..."
+        )
     if types[0] != expected:
         raise UnsafeSQL(f"{types[0]} is not allowed: only read statements are accepted")
