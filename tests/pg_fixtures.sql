@@ -72,6 +72,10 @@ INSERT INTO sales.order_items
 SELECT i / 3, i % 3, 1 + i % 1000, 'SKU-' || (1 + i % 50), 1 + i % 5
 FROM generate_series(3, 3002) AS s(i);
 
+-- Same table name in two schemas outside search_path: a bare `products` is ambiguous.
+CREATE SCHEMA archive;
+CREATE TABLE archive.products (sku text PRIMARY KEY, title text);
+
 -- A view, a materialized view, a partitioned table, a sequence, odd names, odd types.
 CREATE VIEW public.customer_totals AS
 SELECT customer_id, count(*) AS orders, sum(amount) AS total
@@ -137,10 +141,10 @@ ANALYZE;
 -- The least-privilege reader (the recipe in docs/postgres.md).
 RESET ROLE;
 GRANT CONNECT ON DATABASE :"db" TO wellhead_ro;
-GRANT USAGE ON SCHEMA public, sales, many TO wellhead_ro;
-GRANT SELECT ON ALL TABLES IN SCHEMA public, sales, many TO wellhead_ro;
+GRANT USAGE ON SCHEMA public, sales, many, archive TO wellhead_ro;
+GRANT SELECT ON ALL TABLES IN SCHEMA public, sales, many, archive TO wellhead_ro;
 REVOKE SELECT ON public.secrets FROM wellhead_ro;
-ALTER DEFAULT PRIVILEGES FOR ROLE wellhead_admin IN SCHEMA public, sales, many
+ALTER DEFAULT PRIVILEGES FOR ROLE wellhead_admin IN SCHEMA public, sales, many, archive
     GRANT SELECT ON TABLES TO wellhead_ro;
 ALTER ROLE wellhead_ro IN DATABASE :"db" SET default_transaction_read_only = on;
 

@@ -626,6 +626,15 @@ class PostgresSource(Source):
             raise QueryCancelled(
                 f"the query was cancelled on the server (PostgreSQL: {exc})"
             ) from None
+        except (
+            asyncpg.PostgresConnectionError,
+            asyncpg.AdminShutdownError,
+            asyncpg.CrashShutdownError,
+            asyncpg.CannotConnectNowError,
+        ) as exc:
+            raise SourceUnavailable(
+                f"postgres source {self.name!r} dropped the connection: {exc}"
+            ) from None
         except asyncpg.DataError as exc:
             raise InvalidRequest(f"bad parameter: {exc}") from None
         except asyncpg.PostgresError as exc:
@@ -672,14 +681,8 @@ class PostgresSource(Source):
 
 
 def _describe_error(exc: asyncpg.PostgresError) -> str:
-    message = f"PostgreSQL rejected the statement: {exc}"
-    detail = getattr(exc, "detail", None)
-    hint = getattr(exc, "hint", None)
-    if detail:
-        message += f" ({detail})"
-    if hint:
-        message += f" Hint: {hint}"
-    return message
+    """The server's message; asyncpg's str() already appends DETAIL and HINT lines."""
+    return f"PostgreSQL rejected the statement: {exc}"
 
 
 async def _rollback(conn: asyncpg.Connection) -> None:
