@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import anyio
@@ -20,6 +21,7 @@ from wellhead.errors import (
     SourceUnavailable,
     UnsafeSQL,
 )
+from wellhead.sources._threads import Deadline, Interruptible, run_interruptible
 from wellhead.sources.sqlite import SQLiteSource
 
 HEAVY = (
@@ -329,3 +331,48 @@ async def test_ping_start_close(source: SQLiteSource, tmp_path: Path) -> None:
     garbage.write_bytes(b"this is not a database" * 100)
     with pytest.raises(SourceUnavailable, match="not a usable SQLite database"):
         await SQLiteSource("x", path=str(garbage)).start()
+
+
+# -- the worker-thread helper both embedded sources use ------------------------------
+
+
+@pytest.mark.anyio
+async def test_helper_abandons_a_thread_that_ignores_interrupts() -> None:
+    release = threading.Event()
+    seen: list[Interruptible] = []
+
+    def stubborn(state: Interruptible) -> str:
+        seen.append(state)
+        state.attach(object())
+        release.wait(10)  # an engine call that the interrupt cannot stop
+        return "late"
+
+    with pytest.raises(Deadline) as info:
+        await run_interruptible(stubborn, lambda handle: None, timeout=0.1, grace=0.2)
+    assert not info.value.finished and seen[0].abandoned and seen[0].interrupted
+    release.set()
+    await anyio.to_thread.run_sync(seen[0].done.wait, 10)
+
+
+@pytest.mark.anyio
+async def test_helper_never_starts_a_call_that_timed_out_while_queued() -> None:
+    limiter = anyio.CapacityLimiter(1)
+    ran: list[bool] = []
+
+    def call(state: Interruptible) -> None:
+        ran.append(state.interrupted)
+
+    held, done = anyio.Event(), anyio.Event()
+
+    async def hold() -> None:
+        async with limiter:  # every worker thread of this limiter is busy
+            held.set()
+            await done.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold)
+        await held.wait()
+        with pytest.raises(Deadline) as info:
+            await run_interruptible(call, lambda h: None, timeout=0.1, limiter=limiter)
+        done.set()
+    assert info.value.finished and ran == []

@@ -23,7 +23,8 @@ T = TypeVar("T")
 INTERRUPT_GRACE = 5.0
 """Seconds to wait for an interrupted call to return before abandoning its thread."""
 
-_POLL = 0.02
+_POLL_FIRST = 0.001
+_POLL_MAX = 0.05
 
 
 class Deadline(Exception):
@@ -50,6 +51,7 @@ class Interruptible:
         self._lock = threading.Lock()
         self.interrupted = False
         self.abandoned = False
+        self.started = False
         self.done = threading.Event()
 
     def attach(self, handle: object) -> None:
@@ -92,6 +94,7 @@ async def run_interruptible(
     state = Interruptible(interrupt)
 
     def work() -> T:
+        state.started = True
         try:
             return fn(state)
         finally:
@@ -111,13 +114,16 @@ async def run_interruptible(
 
 async def _stop(state: Interruptible, grace: float) -> bool:
     """Interrupt until the worker returns or `grace` passes; True if it returned."""
-    if state.done.is_set():
+    state.fire()  # sets `interrupted` first: a worker that starts later stops at once
+    if state.done.is_set() or not state.started:
         return True
+    poll = _POLL_FIRST
     with anyio.CancelScope(shield=True):
         with anyio.move_on_after(grace):
             while not state.done.is_set():
+                await anyio.sleep(poll)
                 state.fire()
-                await anyio.sleep(_POLL)
+                poll = min(poll * 2, _POLL_MAX)
     if not state.done.is_set():
         state.abandoned = True
         return False

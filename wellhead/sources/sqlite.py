@@ -112,6 +112,8 @@ class SQLiteSource(Source):
         self._idle: list[_Conn] = []
         self._lock = threading.Lock()
         self._slots = anyio.Semaphore(max_connections)
+        # Own threads: a busy default thread pool must not delay this source.
+        self._limiter = anyio.CapacityLimiter(max_connections)
         self._open = False
 
     # -- lifecycle -----------------------------------------------------------------
@@ -192,7 +194,9 @@ class SQLiteSource(Source):
 
         try:
             remaining = max(deadline - anyio.current_time(), 0.001)
-            return await run_interruptible(work, _interrupt, timeout=remaining)
+            return await run_interruptible(
+                work, _interrupt, timeout=remaining, limiter=self._limiter
+            )
         except Deadline:
             raise timeout_error(timeout) from None
         except (sqlite3.Error, sqlite3.Warning) as exc:
