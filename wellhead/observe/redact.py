@@ -9,6 +9,7 @@ leaked password costs a rotation.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -44,7 +45,7 @@ _SECRET_WORD = (
 )
 _SECRET_KEY_NAME = rf"[\w.\-]*?{_SECRET_WORD}(?:[_\-](?:access[_\-])?(?:key|id|value))?"
 _KEY_VALUE = re.compile(
-    rf"(?P<prefix>(?<![\w.\-])[\"']?{_SECRET_KEY_NAME}[\"']?\s*[:=]\s*)"
+    rf"(?P<prefix>(?<![\w.\-/])[\"']?{_SECRET_KEY_NAME}[\"']?\s*[:=]\s*)"
     r"(?P<secret>\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s,;&'\"})\]]+)",
     re.IGNORECASE,
 )
@@ -65,17 +66,38 @@ def _mask_quoted(value: str) -> str:
     return MASK
 
 
+# Cheap substring pre-checks: most strings (ids, SQL, names) hold no secret, and this runs
+# on every audit event and log record, so each regex runs only when it could match.
+_AWS_HINT = re.compile(r"A[BCGIKNRS][A-Z]{2}[A-Z0-9]{16}")
+_KEY_VALUE_HINTS = ("pass", "pwd", "secret", "token", "key", "credential", "cookie")
+_SCALARS = (int, float, bool, type(None))
+
+
 def redact_text(s: str) -> str:
     """Mask every secret we can recognise in free text (log messages, error strings, SQL)."""
-    if not s:
+    if len(s) < 8:
         return s
-    s = _URL_CREDENTIALS.sub(lambda m: f"{m['prefix']}{MASK}@", s)
-    s = _AUTH_HEADER.sub(lambda m: f"{m['prefix']}{MASK}", s)
-    s = _BEARER.sub(lambda m: f"{m['prefix']}{MASK}", s)
-    s = _KEY_VALUE.sub(lambda m: f"{m['prefix']}{_mask_quoted(m['secret'])}", s)
+    low = s.lower()
+    if not (
+        "://" in low
+        or "authorization" in low
+        or "bearer" in low
+        or any(hint in low for hint in _KEY_VALUE_HINTS)
+        or _AWS_HINT.search(s)
+    ):
+        return s
+    if "://" in s:
+        s = _URL_CREDENTIALS.sub(lambda m: f"{m['prefix']}{MASK}@", s)
+    if "authorization" in low:
+        s = _AUTH_HEADER.sub(lambda m: f"{m['prefix']}{MASK}", s)
+    if "bearer" in low:
+        s = _BEARER.sub(lambda m: f"{m['prefix']}{MASK}", s)
+    if ("=" in s or ":" in s) and any(hint in low for hint in _KEY_VALUE_HINTS):
+        s = _KEY_VALUE.sub(lambda m: f"{m['prefix']}{_mask_quoted(m['secret'])}", s)
     return _AWS_ACCESS_KEY.sub(MASK, s)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """True when a mapping key names a secret (password, api_key, Authorization, ...)."""
     return bool(_SECRET_KEY_RE.match(key) or _AUTH_KEY_RE.match(key))
@@ -83,6 +105,8 @@ def is_secret_key(key: str) -> bool:
 
 def redact_value(value: Any) -> Any:
     """Redact any value: strings are scanned, containers are walked, other scalars pass."""
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):
