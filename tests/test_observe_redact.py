@@ -189,3 +189,12 @@ def test_filter_survives_bad_format_args() -> None:
     out = stream.getvalue()
     assert "leak" not in out
     assert "two" in out
+
+
+def test_filter_keeps_structured_messages_structured() -> None:
+    logger, stream = _capture_logger("wellhead.test.redact.dict")
+    logger.info({"event": "tool_call", "arguments": {"password": "leak1234"}, "rows": 3})
+    (line,) = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert line["event"] == "tool_call"
+    assert line["arguments"] == {"password": MASK}
+    assert line["rows"] == 3

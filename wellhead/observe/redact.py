@@ -164,12 +164,15 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string must not hide the record
-            message = f"{record.msg} {record.args!r}" if record.args else str(record.msg)
-        record.msg = redact_text(message)
-        record.args = None
+        if isinstance(record.msg, Mapping) and not record.args:
+            record.msg = redact_mapping(record.msg)  # structured message: keep it a mapping
+        else:
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string must not hide the record
+                message = f"{record.msg} {record.args!r}" if record.args else str(record.msg)
+            record.msg = redact_text(message)
+            record.args = None
         if record.exc_info and record.exc_info[0] is not None:
             text = record.exc_text or logging.Formatter().formatException(record.exc_info)
             record.exc_text = redact_text(text)
