@@ -74,7 +74,7 @@ async def test_ten_thousand_concurrent_events_give_ten_thousand_lines(tmp_path: 
     assert len({line["id"] for line in lines}) == tasks * per_task
     assert sink.dropped == 0
     assert sink.written == tasks * per_task
-    assert metrics.audit_dropped._value.get() == 0
+    assert metrics.registry.get_sample_value("wellhead_audit_dropped_total") == 0
     files = rotated_files(path)
     assert len(files) > 5, "rotation did not happen"
     for f in files:
@@ -317,7 +317,7 @@ def test_syslog_tcp_unreachable_counts_drops() -> None:
     sink.emit({"event": "tool_call"})
     assert sink.close()
     assert sink.dropped == 2
-    assert metrics.audit_dropped._value.get() == 2
+    assert metrics.registry.get_sample_value("wellhead_audit_dropped_total") == 2
 
 
 def test_multi_sink_fans_out(tmp_path: Path) -> None:
