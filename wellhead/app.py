@@ -1,14 +1,16 @@
 """Composition root: settings in, a FastMCP server (and an ASGI app for HTTP) out.
 
 Nothing here holds module-level state: two `build_server` calls give two independent
-servers, which is what tests and multi-tenant embedding need.
+servers (own sources, metrics registry, stores), which is what tests and embedding need.
+
+Guards, outermost first: CallGuard (errors, log line, metrics, audit) → DeadlineGuard →
+BudgetGuard → OutputGuard (validation) → the tool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,17 +18,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastmcp import FastMCP
+from key_value.aio.protocols import AsyncKeyValue
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from wellhead.config import DuckDBSourceConfig, Settings
 from wellhead.errors import ConfigError, WellheadError
-from wellhead.guards.calls import CallGuard, CallObserver
+from wellhead.guards.budget import BudgetGuard, OverflowStore
+from wellhead.guards.calls import CallGuard, CallObserver, CallRecord
+from wellhead.guards.deadlines import DeadlineGuard
+from wellhead.guards.validation import OutputGuard
+from wellhead.observe.metrics import Metrics
+from wellhead.observe.redact import hash_value, redact_mapping
+from wellhead.observe.watchdog import InFlight, LoopWatchdog
 from wellhead.sources import build_source
 from wellhead.sources.base import Source
 from wellhead.sql.executor import QueryExecutor
 from wellhead.sql.paging import CursorCodec
+from wellhead.sql.safety import check_read_only
 from wellhead.tools.core import register_core_tools
+from wellhead.tools.plugins import entry_point_plugins, load_plugin
+from wellhead.tools.read_more import register_read_more
 
 log = logging.getLogger("wellhead.app")
 
@@ -35,6 +47,7 @@ INSTRUCTIONS = (
     "list_tables, then describe_table, then query. Results are paged: follow next_cursor "
     "or narrow the query."
 )
+CORE_DATA_TOOLS = ("query", "list_tables", "describe_table")
 
 
 @dataclass
@@ -44,20 +57,53 @@ class Runtime:
     settings: Settings
     sources: dict[str, Source]
     executor: QueryExecutor
+    store: AsyncKeyValue
+    metrics: Metrics = field(default_factory=Metrics)
+    inflight: InFlight = field(default_factory=InFlight)
     observers: list[CallObserver] = field(default_factory=list)
+    audit: Any = None
     started: bool = False
+    draining: bool = False
+    _watchdog: LoopWatchdog | None = None
+    _tracer: Any = None
+    _metrics_server: Any = None
 
     async def start(self) -> None:
+        for dialect in {source.dialect for source in self.sources.values()}:
+            # The first parse in a dialect pays one-time initialisation: not on the loop.
+            await asyncio.to_thread(check_read_only, "SELECT 1", dialect)
         for source in self.sources.values():
             await source.start()
+            stats = getattr(source, "pool_stats", None)
+            if callable(stats):
+                self.metrics.watch_pool(source.name, stats)
+        watchdog = self.settings.watchdog
+        self._watchdog = LoopWatchdog(
+            interval=watchdog.interval_s,
+            threshold=watchdog.threshold_s,
+            metrics=self.metrics,
+            inflight=self.inflight,
+        )
+        self._watchdog.start()
         self.started = True
 
     async def close(self) -> None:
+        self.draining = True
+        if self._watchdog is not None:
+            await self._watchdog.stop()
         for source in self.sources.values():
             try:
                 await source.close()
             except Exception:  # noqa: BLE001 - closing must go on for the others
                 log.exception("closing source %s failed", source.name)
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
+        if self._tracer is not None:
+            from wellhead.observe.tracing import shutdown_tracing
+
+            shutdown_tracing(self._tracer)
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         self.started = False
 
     async def readiness(self) -> dict[str, str]:
@@ -90,6 +136,17 @@ def cursor_secret(settings: Settings) -> bytes:
     return secrets.token_bytes(32)
 
 
+def state_store(settings: Settings) -> AsyncKeyValue:
+    """Session state and over-budget results: in memory, or in Redis shared by replicas."""
+    if settings.state.backend == "redis":
+        from key_value.aio.stores.redis import RedisStore
+
+        return RedisStore(url=settings.state.redis_url)
+    from key_value.aio.stores.memory import MemoryStore
+
+    return MemoryStore()
+
+
 def build_runtime(settings: Settings) -> Runtime:
     if not settings.sources:
         raise ConfigError("no sources configured; add at least one under `sources:`")
@@ -98,11 +155,25 @@ def build_runtime(settings: Settings) -> Runtime:
         for name, config in settings.sources.items()
     }
     executor = QueryExecutor(sources, settings.limits, CursorCodec(cursor_secret(settings)))
-    return Runtime(settings=settings, sources=sources, executor=executor)
+    runtime = Runtime(
+        settings=settings, sources=sources, executor=executor, store=state_store(settings)
+    )
+    runtime.observers.append(_metrics_observer(runtime.metrics))
+    if settings.audit.path or settings.audit.syslog:
+        runtime.audit = _audit_sink(settings, runtime.metrics)
+        runtime.observers.append(_audit_observer(runtime.audit, settings))
+    if settings.tracing.enabled:
+        from wellhead.observe.tracing import setup_tracing
+
+        runtime._tracer = setup_tracing(
+            True, settings.tracing.service_name, settings.tracing.otlp_endpoint
+        )
+    return runtime
 
 
 def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
     runtime = runtime or build_runtime(settings)
+    limits = settings.limits
 
     @asynccontextmanager
     async def lifespan(_: FastMCP) -> AsyncIterator[dict[str, Any]]:
@@ -112,30 +183,139 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
         finally:
             await runtime.close()
 
-    guard = CallGuard(
-        mask_error_details=settings.server.mask_error_details,
-        observers=runtime.observers,
-    )
+    overflow = OverflowStore(runtime.store, runtime.executor.codec, settings.state.overflow_ttl_s)
+    budgets = {name: limits.max_result_budget_bytes for name in CORE_DATA_TOOLS}
+    budgets.update({name: t.budget_bytes for name, t in limits.per_tool.items() if t.budget_bytes})
+    deadlines = {name: limits.query_timeout_s + 5 for name in CORE_DATA_TOOLS}
+    deadlines.update({name: t.timeout_s for name, t in limits.per_tool.items() if t.timeout_s})
+    middleware = [
+        CallGuard(
+            mask_error_details=settings.server.mask_error_details,
+            observers=runtime.observers,
+            log_arguments=argument_policy(settings.logging.arguments),
+            inflight=runtime.inflight,
+            metrics=runtime.metrics,
+        ),
+        DeadlineGuard(
+            limits.tool_timeout_s, deadlines, on_abandoned=runtime.metrics.abandoned_threads.set
+        ),
+        BudgetGuard(limits.result_budget_bytes, overflow, budgets),
+        OutputGuard(),
+    ]
     mcp: FastMCP = FastMCP(
         settings.server.name,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
-        middleware=[guard],
+        middleware=middleware,
         mask_error_details=settings.server.mask_error_details,
+        session_state_store=runtime.store,
     )
-    register_core_tools(mcp, runtime.executor, settings.primary_source, settings.limits)
-    _add_health_routes(mcp, runtime)
+    register_core_tools(mcp, runtime.executor, settings.primary_source, limits)
+    register_read_more(mcp, overflow, limits.result_budget_bytes)
+    _register_sql_tools(mcp, settings, runtime)
+    specs = list(settings.plugins)
+    if settings.plugin_entry_points:
+        specs += [spec for spec in entry_point_plugins() if spec not in specs]
+    for spec in specs:
+        load_plugin(mcp, spec, runtime)
+    _add_http_routes(mcp, runtime)
     mcp.wellhead_runtime = runtime  # type: ignore[attr-defined]
     return mcp
 
 
-def _add_health_routes(mcp: FastMCP, runtime: Runtime) -> None:
+def _register_sql_tools(mcp: FastMCP, settings: Settings, runtime: Runtime) -> None:
+    if not settings.tools:
+        return
+    from wellhead.tools.sql_tools import register_sql_tools
+
+    register_sql_tools(mcp, settings, runtime.executor)
+
+
+def argument_policy(policy: str) -> Any:
+    """How tool arguments appear in logs and audit events."""
+    if policy == "none":
+        return None
+    if policy == "full":
+        return lambda arguments: arguments
+    if policy == "hashed":
+        return lambda arguments: {k: hash_value(v) for k, v in arguments.items()}
+    return redact_mapping
+
+
+def call_event(record: CallRecord) -> dict[str, Any]:
+    return {
+        "event": "tool_call",
+        "tool_name": record.tool_name,
+        "invocation_id": record.invocation_id,
+        "request_id": record.request_id,
+        "session_id": record.session_id,
+        "client_id": record.client_id,
+        "transport": record.transport,
+        "execution_time_ms": record.execution_time_ms,
+        "request_bytes": record.request_bytes,
+        "response_bytes": record.response_bytes,
+        "rows": record.rows,
+        "truncated": record.truncated,
+        "outcome": record.outcome,
+        "error_id": record.error_id,
+        "error_kind": record.error_kind,
+    }
+
+
+def _metrics_observer(metrics: Metrics) -> CallObserver:
+    def observe(record: CallRecord) -> None:
+        metrics.record_call(
+            record.tool_name,
+            record.outcome,
+            record.execution_time_ms / 1000,
+            record.response_bytes if record.outcome != "cancelled" else None,
+        )
+
+    return observe
+
+
+def _audit_sink(settings: Settings, metrics: Metrics) -> Any:
+    from wellhead.observe.audit import JsonlFileAuditSink, MultiAuditSink, SyslogAuditSink
+
+    def dropped(*_: Any) -> None:
+        metrics.audit_dropped.inc()
+
+    sinks: list[Any] = []
+    audit = settings.audit
+    if audit.path:
+        sinks.append(
+            JsonlFileAuditSink(audit.path, audit.max_bytes, audit.backup_count, on_drop=dropped)
+        )
+    if audit.syslog:
+        sinks.append(
+            SyslogAuditSink(
+                audit.syslog.host, audit.syslog.port, audit.syslog.protocol, on_drop=dropped
+            )
+        )
+    return sinks[0] if len(sinks) == 1 else MultiAuditSink(sinks)
+
+
+def _audit_observer(sink: Any, settings: Settings) -> CallObserver:
+    arguments = argument_policy(settings.logging.arguments)
+
+    def observe(record: CallRecord) -> None:
+        event = call_event(record)
+        if arguments is not None:
+            event["arguments"] = arguments(record.arguments)
+        sink.emit(event)
+
+    return observe
+
+
+def _add_http_routes(mcp: FastMCP, runtime: Runtime) -> None:
     @mcp.custom_route("/healthz", methods=["GET"])
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     @mcp.custom_route("/readyz", methods=["GET"])
     async def readyz(_: Request) -> JSONResponse:
+        if runtime.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
         if not runtime.started:
             return JSONResponse({"status": "starting"}, status_code=503)
         sources = await runtime.readiness()
@@ -144,6 +324,13 @@ def _add_health_routes(mcp: FastMCP, runtime: Runtime) -> None:
             {"status": "ok" if ready else "unavailable", "sources": sources},
             status_code=200 if ready else 503,
         )
+
+    if runtime.settings.metrics.enabled:
+
+        @mcp.custom_route("/metrics", methods=["GET"])
+        async def metrics(request: Request) -> Response:
+            body, content_type = runtime.metrics.render(request.headers.get("accept"))
+            return Response(body, media_type=content_type)
 
 
 def allowed_hosts(settings: Settings) -> list[str]:
@@ -154,20 +341,18 @@ def allowed_hosts(settings: Settings) -> list[str]:
         hosts += ["127.0.0.1", "localhost", "[::1]"]
     else:
         hosts.append(server.host)
-    return [h for h in dict.fromkeys(hosts)] + [f"{h}:*" for h in dict.fromkeys(hosts)]
+    unique = list(dict.fromkeys(hosts))
+    return unique + [f"{h}:*" for h in unique]
 
 
 def http_app(mcp: FastMCP, settings: Settings) -> Any:
     server = settings.server
+    sse = server.transport == "sse"
     return mcp.http_app(
-        path=server.path if server.transport != "sse" else "/sse",
-        transport="sse" if server.transport == "sse" else "http",
-        stateless_http=server.stateless if server.transport != "sse" else None,
+        path="/sse" if sse else server.path,
+        transport="sse" if sse else "http",
+        stateless_http=None if sse else server.stateless,
         host_origin_protection=True,
         allowed_hosts=allowed_hosts(settings),
         allowed_origins=server.allowed_origins or None,
     )
-
-
-def environment_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")

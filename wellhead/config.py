@@ -65,6 +65,11 @@ SourceConfig = Annotated[
 ]
 
 
+class ToolLimit(_Strict):
+    timeout_s: float | None = Field(None, gt=0)
+    budget_bytes: int | None = Field(None, ge=1_024)
+
+
 class LimitsConfig(_Strict):
     query_timeout_s: float = Field(30.0, gt=0, description="Deadline for one SQL statement.")
     tool_timeout_s: float = Field(60.0, gt=0, description="Default deadline for any tool.")
@@ -80,6 +85,9 @@ class LimitsConfig(_Strict):
         2.0, ge=0, description="Time spent counting total rows on a first page; 0 disables."
     )
     sample_rows: int = Field(3, ge=0, le=20)
+    per_tool: dict[str, ToolLimit] = Field(
+        default_factory=dict, description="Deadline and output budget overrides by tool name."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> LimitsConfig:
@@ -134,6 +142,11 @@ class MetricsConfig(_Strict):
     port: int | None = Field(None, ge=1, le=65535, description="Separate port (stdio mode).")
 
 
+class WatchdogConfig(_Strict):
+    interval_s: float = Field(0.05, gt=0)
+    threshold_s: float = Field(0.2, gt=0, description="Loop lag that logs a warning.")
+
+
 class TracingConfig(_Strict):
     enabled: bool = False
     otlp_endpoint: str | None = None
@@ -143,6 +156,7 @@ class TracingConfig(_Strict):
 class StateConfig(_Strict):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
+    overflow_ttl_s: float = Field(900, gt=0, description="How long over-budget results are kept.")
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> StateConfig:
@@ -161,8 +175,12 @@ class Settings(_Strict):
     audit: AuditConfig = AuditConfig()
     metrics: MetricsConfig = MetricsConfig()
     tracing: TracingConfig = TracingConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
     state: StateConfig = StateConfig()
     plugins: list[str] = Field(default_factory=list)
+    plugin_entry_points: bool = Field(
+        True, description="Also load plugins installed packages declare (group wellhead.plugins)."
+    )
     tools: dict[str, SqlToolConfig] = Field(
         default_factory=dict, description="SQL tools declared in config, by tool name."
     )

@@ -21,6 +21,7 @@ from fastmcp.tools import ToolResult
 from mcp.types import CallToolRequestParams, TextContent
 
 from wellhead.errors import QueryCancelled, QueryTimeout, WellheadError
+from wellhead.observe.tracing import current_trace_id
 from wellhead.sql import encoding
 
 log = logging.getLogger("wellhead.calls")
@@ -68,10 +69,14 @@ class CallGuard(Middleware):
         mask_error_details: bool = True,
         observers: list[CallObserver] | None = None,
         log_arguments: Callable[[dict[str, Any]], Any] | None = None,
+        inflight: Any = None,
+        metrics: Any = None,
     ) -> None:
         self.mask_error_details = mask_error_details
         self.observers = observers or []
         self.log_arguments = log_arguments
+        self.inflight = inflight
+        self.metrics = metrics
 
     async def on_call_tool(
         self,
@@ -79,6 +84,10 @@ class CallGuard(Middleware):
         call_next: CallNext[CallToolRequestParams, ToolResult],
     ) -> ToolResult:
         record = _new_record(context)
+        if self.inflight is not None:
+            self.inflight.enter(record.tool_name, record.invocation_id)
+        if self.metrics is not None:
+            self.metrics.tool_in_flight.labels(tool=record.tool_name).inc()
         try:
             result = await call_next(context)
         except BaseException as exc:  # noqa: BLE001 - the guard's whole job
@@ -111,6 +120,10 @@ class CallGuard(Middleware):
         )
 
     def _finish(self, record: CallRecord, result: ToolResult | None) -> None:
+        if self.inflight is not None:
+            self.inflight.exit(record.invocation_id)
+        if self.metrics is not None:
+            self.metrics.tool_in_flight.labels(tool=record.tool_name).dec()
         record.execution_time_ms = round((time.perf_counter() - record.started) * 1000, 3)
         if result is not None and not record.response_bytes:
             record.response_bytes = _result_bytes(result)
@@ -130,6 +143,7 @@ class CallGuard(Middleware):
             "outcome": record.outcome,
             "error_id": record.error_id,
             "error_kind": record.error_kind,
+            "trace_id": current_trace_id(),
         }
         if self.log_arguments is not None:
             fields["arguments"] = self.log_arguments(record.arguments)
@@ -186,6 +200,9 @@ def _measure(record: CallRecord, result: ToolResult) -> None:
         record.rows = len(structured["rows"])
     if "truncated" in structured:
         record.truncated = bool(structured["truncated"])
+    overflow = (result.meta or {}).get("wellhead", {})
+    if overflow.get("truncated"):
+        record.truncated = True
     record.response_bytes = _result_bytes(result)
 
 

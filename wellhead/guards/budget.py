@@ -1,0 +1,157 @@
+"""A byte budget for every tool's output, with the same contract as `query`: never silent.
+
+A result over its tool's budget is not cut and sent as if whole. The full text is kept in
+the state store (memory, or Redis shared by replicas) for a while, and the agent gets the
+first chunk (tools without an output schema) or a structured error (tools with one, whose
+schema a partial result would break), both saying how big the result is and carrying a
+signed cursor for `read_more`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import ToolResult
+from key_value.aio.protocols import AsyncKeyValue
+from mcp.types import CallToolRequestParams, TextContent
+
+from wellhead.errors import CursorError
+from wellhead.guards.calls import ToolFailure
+from wellhead.sql import encoding
+from wellhead.sql.paging import CursorCodec, CursorState
+
+OVERFLOW_TTL_S = 900
+_COLLECTION = "wellhead-overflow"
+READ_MORE = "read_more"
+
+
+def result_text(result: ToolResult) -> str:
+    """The text an agent reads: the text blocks, or the structured content as JSON."""
+    texts = [block.text for block in result.content if isinstance(block, TextContent)]
+    if texts:
+        return "\n".join(texts)
+    return encoding.dumps(result.structured_content)
+
+
+def result_size(result: ToolResult) -> int:
+    """Bytes of the larger of the two renderings a client may hand its model."""
+    text = sum(len(b.text.encode()) for b in result.content if isinstance(b, TextContent))
+    structured = (
+        encoding.encoded_size(result.structured_content) if result.structured_content else 0
+    )
+    return max(text, structured)
+
+
+def utf8_prefix(data: bytes, limit: int) -> bytes:
+    """The longest prefix of `data` of at most `limit` bytes that ends on a character boundary."""
+    if len(data) <= limit:
+        return data
+    end = limit
+    while end > 0 and (data[end] & 0xC0) == 0x80:
+        end -= 1
+    return data[:end]
+
+
+class OverflowStore:
+    """Oversized results, kept for `ttl` seconds and read back in chunks through cursors."""
+
+    def __init__(self, store: AsyncKeyValue, codec: CursorCodec, ttl: float = OVERFLOW_TTL_S):
+        self.store = store
+        self.codec = codec
+        self.ttl = ttl
+
+    async def keep(self, tool: str, text: str) -> tuple[str, int]:
+        key = secrets.token_urlsafe(18)
+        await self.store.put(
+            key, {"tool": tool, "text": text}, collection=_COLLECTION, ttl=self.ttl
+        )
+        size = len(text.encode())
+        return self.cursor(key, 0, size), size
+
+    def cursor(self, key: str, offset: int, total: int) -> str:
+        return self.codec.encode(CursorState(READ_MORE, "", key, {}, offset, total))
+
+    async def chunk(self, cursor: str, budget: int) -> dict[str, Any]:
+        state = self.codec.decode(cursor)
+        if state.tool != READ_MORE:
+            raise CursorError(f"this cursor belongs to tool '{state.tool}'; pass it to that tool")
+        entry = await self.store.get(state.sql, collection=_COLLECTION)
+        if entry is None:
+            raise CursorError(
+                "this result has expired (results are kept for "
+                f"{self.ttl / 60:g} minutes); call the original tool again"
+            )
+        data = str(entry["text"]).encode()
+        piece = utf8_prefix(data[state.offset :], budget)
+        while piece and encoding.encoded_size(piece.decode()) > budget:  # JSON escapes grow it
+            piece = utf8_prefix(piece, len(piece) * 9 // 10)
+        end = state.offset + len(piece)
+        more = end < len(data)
+        return {
+            "tool": entry["tool"],
+            "chunk": piece.decode(),
+            "offset": state.offset,
+            "total_bytes": len(data),
+            "truncated": more,
+            "next_cursor": self.cursor(state.sql, end, len(data)) if more else None,
+            "note": (
+                f"Bytes {state.offset + 1}-{end} of {len(data):,}; pass next_cursor to read_more "
+                "for the rest."
+                if more
+                else None
+            ),
+        }
+
+
+class BudgetGuard(Middleware):
+    def __init__(
+        self,
+        default_budget: int,
+        overflow: OverflowStore,
+        overrides: dict[str, int] | None = None,
+    ) -> None:
+        self.default_budget = default_budget
+        self.overflow = overflow
+        self.overrides = overrides or {}
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[CallToolRequestParams],
+        call_next: CallNext[CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        result = await call_next(context)
+        name = context.message.name
+        if name == READ_MORE:  # sizes its chunks itself
+            return result
+        budget = self.overrides.get(name, self.default_budget)
+        size = result_size(result)
+        if size <= budget:
+            return result
+        cursor, total = await self.overflow.keep(name, result_text(result))
+        advice = (
+            f"tool '{name}' returned {size:,} bytes, more than its {budget:,}-byte budget "
+            f"(about {budget // 4:,} tokens)"
+        )
+        schema = None
+        if context.fastmcp_context is not None:
+            tool = await context.fastmcp_context.fastmcp.get_tool(name)
+            schema = getattr(tool, "output_schema", None)
+        if schema or result.is_error:
+            raise ToolFailure(
+                "tool_error",
+                "budget_exceeded",
+                f"{advice}. The full result is kept for {self.overflow.ttl / 60:g} minutes: call "
+                f"read_more with cursor={cursor} to read it in chunks, or call '{name}' with "
+                "narrower arguments.",
+            )
+        head = utf8_prefix(result_text(result).encode(), max(budget - 1024, 256)).decode()
+        note = (
+            f"[truncated by wellhead: showing {len(head.encode()):,} of {total:,} bytes. "
+            f"{advice}. Call read_more with cursor={cursor} for the rest, or narrow the call.]"
+        )
+        return ToolResult(
+            content=[TextContent(type="text", text=f"{head}\n{note}")],
+            meta={"wellhead": {"truncated": True, "total_bytes": total, "next_cursor": cursor}},
+        )

@@ -1,0 +1,79 @@
+"""Output validation: a structured result must match the tool's declared output schema.
+
+FastMCP does not check what a tool returns against its own schema; some clients do, and
+then fail in confusing ways. Here a mismatch becomes a structured `invalid_output` error
+(with the offending path in the log), so malformed data never reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import ToolResult
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from mcp.types import CallToolRequestParams
+
+from wellhead.guards.calls import ToolFailure
+
+log = logging.getLogger("wellhead.validation")
+
+
+class OutputGuard(Middleware):
+    def __init__(self) -> None:
+        self._validators: dict[str, tuple[int, Draft202012Validator]] = {}
+
+    def _validator(self, name: str, schema: dict[str, Any]) -> Draft202012Validator:
+        key = id(schema)
+        cached = self._validators.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, Draft202012Validator(schema))
+            self._validators[name] = cached
+        return cached[1]
+
+    async def on_call_tool(
+        self,
+        context: MiddlewareContext[CallToolRequestParams],
+        call_next: CallNext[CallToolRequestParams, ToolResult],
+    ) -> ToolResult:
+        result = await call_next(context)
+        if result.is_error or context.fastmcp_context is None:
+            return result
+        name = context.message.name
+        tool = await context.fastmcp_context.fastmcp.get_tool(name)
+        schema = getattr(tool, "output_schema", None)
+        if not schema:
+            return result
+        if result.structured_content is None:
+            self._reject(name, "(result)", "the tool declares an output schema but returned none")
+        try:
+            errors = sorted(
+                self._validator(name, schema).iter_errors(result.structured_content),
+                key=lambda e: list(e.absolute_path),
+            )
+        except SchemaError as exc:
+            self._reject(
+                name, "(schema)", f"the tool's own output schema is invalid: {exc.message}"
+            )
+        if errors:
+            first = errors[0]
+            path = "/".join(str(p) for p in first.absolute_path) or "(root)"
+            self._reject(name, path, first.message[:300], count=len(errors))
+        return result
+
+    def _reject(self, tool: str, path: str, problem: str, count: int = 1) -> None:
+        log.error(
+            "tool %s returned data that violates its output schema at %s: %s",
+            tool,
+            path,
+            problem,
+            extra={"tool_name": tool, "schema_path": path, "violations": count},
+        )
+        raise ToolFailure(
+            "invalid_output",
+            "invalid_output",
+            f"tool '{tool}' produced a result that does not match its declared output schema "
+            f"(at {path}); the result was withheld. This is a server-side bug: report it.",
+        )
