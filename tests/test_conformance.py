@@ -33,7 +33,9 @@ CHECKERS = (
     ROOT / "node_modules" / ".bin" / "mcp-inspector",
     ROOT / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json",
 )
-PLUGIN = "wellhead.plugins.conformance"
+# `:register`, not the bare module: the loader would mount `server`, and a mounted server cannot
+# give its host completion or resources/subscribe (server-level handlers).
+PLUGIN = "wellhead.plugins.conformance:register"
 
 # The active server suite of @modelcontextprotocol/conformance@0.1.16, in run order.
 ACTIVE_SCENARIOS = (
@@ -432,7 +434,7 @@ def test_inspector_sees_a_refused_write_as_a_tool_error(
     result = payload["result"]
     assert result["isError"] is True
     text = " ".join(block.get("text", "") for block in result["content"])
-    assert "read" in text.lower(), f"the refusal should say why (read-only): {text!r}"
+    assert "drop" in text.lower(), f"the refusal should name what it refused: {text!r}"
 
 
 # ---------------------------------------------------------------------------
