@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import psutil
@@ -632,3 +633,50 @@ async def test_close_is_idempotent_and_ends_service(ro_dsn: str) -> None:
     await src.close()
     with pytest.raises(SourceUnavailable):
         await src.ping()
+
+
+# --------------------------------------------------------------------------- the documented recipe
+
+
+def _recipe_statements() -> list[str]:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "postgres.md").read_text()
+    block = doc.split("<!-- recipe:start", 1)[1].split("<!-- recipe:end -->", 1)[0]
+    sql = block.split("```sql", 1)[1].split("```", 1)[0]
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+@pytest.mark.anyio
+async def test_documented_least_privilege_recipe_works_as_written(
+    ro_dsn: str, admin: asyncpg.Connection
+) -> None:
+    statements = _recipe_statements()
+    assert any(s.startswith("CREATE ROLE wellhead_reader") for s in statements)
+    db = await admin.fetchval("SELECT current_database()")
+    reset = "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'wellhead_reader') THEN "
+    reset += "DROP OWNED BY wellhead_reader; DROP ROLE wellhead_reader; END IF; END $$"
+    await admin.execute(reset)
+    try:
+        for statement in statements:
+            await admin.execute(statement.replace("DATABASE analytics", f"DATABASE {db}"))
+        host = ro_dsn.split("@", 1)[1]
+        src = PostgresSource("pg", dsn=f"postgresql://wellhead_reader:change-me@{host}")
+        await src.start()  # the privilege check accepts the recipe's role
+        try:
+            assert src.schemas == ["public"]
+            names = {t.name for t in await src.list_tables()}
+            assert "public.orders" in names and "public.secrets" in names
+            batch = await src.fetch(
+                "SELECT current_setting('default_transaction_read_only'), "
+                "current_setting('statement_timeout')",
+                [],
+                max_rows=1,
+                timeout=5,
+            )
+            assert batch.rows[0][0] == "on"
+            with pytest.raises(QueryFailed, match="tried to write"):
+                await src.fetch("DELETE FROM public.orders", [], max_rows=1, timeout=5)
+        finally:
+            await src.close()
+    finally:
+        await admin.execute(reset)
