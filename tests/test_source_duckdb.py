@@ -396,3 +396,20 @@ def test_tmp_catalog_removed(lake: Path) -> None:
     assert tmp is not None and os.path.isdir(tmp)
     anyio.run(src.close)
     assert not os.path.exists(tmp)
+
+
+@pytest.mark.anyio
+async def test_close_interrupts_queries_in_flight(views_source: DuckDBSource) -> None:
+    errors: list[Exception] = []
+
+    async def slow() -> None:
+        try:
+            await views_source.fetch(HEAVY, (), max_rows=1, timeout=60)
+        except SourceUnavailable as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(slow)
+        await anyio.sleep(0.2)
+        await views_source.close()
+    assert [str(e) for e in errors] == ["source 'lake' was closed"]

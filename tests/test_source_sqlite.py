@@ -376,3 +376,21 @@ async def test_helper_never_starts_a_call_that_timed_out_while_queued() -> None:
             await run_interruptible(call, lambda h: None, timeout=0.1, limiter=limiter)
         done.set()
     assert info.value.finished and ran == []
+
+
+@pytest.mark.anyio
+async def test_close_interrupts_queries_in_flight(source: SQLiteSource) -> None:
+    errors: list[Exception] = []
+
+    async def slow() -> None:
+        try:
+            await source.fetch(HEAVY, (), max_rows=1, timeout=60)
+        except SourceUnavailable as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(slow)
+        await anyio.sleep(0.2)
+        await source.close()
+    assert [str(e) for e in errors] == ["source 'shop' was closed"]
+    assert source._idle == []  # the interrupted connection was closed, not pooled

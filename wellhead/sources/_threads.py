@@ -83,13 +83,15 @@ async def run_interruptible(
     timeout: float,  # noqa: ASYNC109 - the engine must be interrupted, not just awaited
     grace: float = INTERRUPT_GRACE,
     limiter: anyio.CapacityLimiter | None = None,
+    active: set[Interruptible] | None = None,
 ) -> T:
     """Run `fn(state)` in a worker thread; interrupt it on deadline or cancellation.
 
     Raises `Deadline` after `timeout` seconds; re-raises the caller's cancellation
     after interrupting. In both cases the worker thread has returned unless
     `grace` seconds passed first, in which case `state.abandoned` is set so the
-    worker can discard its connection when it finally returns.
+    worker can discard its connection when it finally returns. While the call runs its
+    state is in `active`, so closing a source can interrupt everything in flight.
     """
     state = Interruptible(interrupt)
 
@@ -100,16 +102,22 @@ async def run_interruptible(
         finally:
             state.done.set()
 
-    finished = True
-    with anyio.move_on_after(timeout) as scope:
-        try:
-            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=limiter)
-        except anyio.get_cancelled_exc_class():
-            finished = await _stop(state, grace)
-            raise
-    # Only reached when our own deadline cancelled the call (the scope swallowed it).
-    assert scope.cancelled_caught
-    raise Deadline(timeout, finished=finished)
+    if active is not None:
+        active.add(state)
+    try:
+        finished = True
+        with anyio.move_on_after(timeout) as scope:
+            try:
+                return await anyio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=limiter)
+            except anyio.get_cancelled_exc_class():
+                finished = await _stop(state, grace)
+                raise
+        # Only reached when our own deadline cancelled the call (the scope swallowed it).
+        assert scope.cancelled_caught
+        raise Deadline(timeout, finished=finished)
+    finally:
+        if active is not None:
+            active.discard(state)
 
 
 async def _stop(state: Interruptible, grace: float) -> bool:

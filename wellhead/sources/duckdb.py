@@ -108,6 +108,7 @@ class DuckDBSource(Source):
         self._cursor_lock = threading.Lock()
         self._tmpdir: str | None = None
         self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._active: set[Interruptible] = set()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -117,9 +118,10 @@ class DuckDBSource(Source):
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
+        for call in list(self._active):  # in-flight queries stop now, not at their deadline
+            call.fire()
         if conn is not None:
             try:
-                conn.interrupt()
                 conn.close()
             except duckdb.Error:
                 pass
@@ -217,10 +219,14 @@ class DuckDBSource(Source):
             return RowBatch(columns=columns, rows=rows[:max_rows], more=len(rows) > max_rows)
 
         try:
-            return await run_interruptible(work, _interrupt, timeout=timeout, limiter=self._limiter)
+            return await run_interruptible(
+                work, _interrupt, timeout=timeout, limiter=self._limiter, active=self._active
+            )
         except Deadline:
             raise timeout_error(timeout) from None
         except duckdb.Error as exc:
+            if self._conn is None:
+                raise SourceUnavailable(f"source {self.name!r} was closed") from None
             raise _engine_error(exc) from None
 
     async def fetch(

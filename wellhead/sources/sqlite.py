@@ -115,6 +115,7 @@ class SQLiteSource(Source):
         # Own threads: a busy default thread pool must not delay this source.
         self._limiter = anyio.CapacityLimiter(max_connections)
         self._open = False
+        self._active: set[Interruptible] = set()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -134,6 +135,8 @@ class SQLiteSource(Source):
 
     async def close(self) -> None:
         self._open = False
+        for call in list(self._active):  # in-flight queries stop now, not at their deadline
+            call.fire()
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
@@ -195,11 +198,13 @@ class SQLiteSource(Source):
         try:
             remaining = max(deadline - anyio.current_time(), 0.001)
             return await run_interruptible(
-                work, _interrupt, timeout=remaining, limiter=self._limiter
+                work, _interrupt, timeout=remaining, limiter=self._limiter, active=self._active
             )
         except Deadline:
             raise timeout_error(timeout) from None
         except (sqlite3.Error, sqlite3.Warning) as exc:
+            if not self._open:
+                raise SourceUnavailable(f"source {self.name!r} was closed") from None
             raise _engine_error(exc) from None
         except OverflowError as exc:
             raise InvalidRequest(f"a parameter does not fit SQLite: {exc}") from None
