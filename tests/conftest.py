@@ -27,6 +27,24 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     return ensure_demo_database(directory)
 
 
+@pytest.fixture(scope="session")
+def engine(demo_db, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A direct DuckDB connection to a copy of the demo data, to compute expected answers.
+
+    A copy, because DuckDB refuses a second in-process connection to the same file with a
+    different configuration than the server's locked, read-only one.
+    """
+    import shutil
+
+    import duckdb
+
+    copy = tmp_path_factory.mktemp("engine") / "demo-copy.duckdb"
+    shutil.copy(demo_db, copy)
+    connection = duckdb.connect(str(copy), read_only=True)
+    yield connection
+    connection.close()
+
+
 def settings_for(path, **limits):  # type: ignore[no-untyped-def]
     """Settings serving one DuckDB file as source `demo`, with limit overrides."""
     from wellhead.config import parse_settings
@@ -41,16 +59,14 @@ def settings_for(path, **limits):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def demo_sqlite(demo_db, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def demo_sqlite(engine, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A SQLite copy of a slice of the demo data (same schema), for the SQLite engine."""
     import sqlite3
-
-    import duckdb
 
     from wellhead.sql.encoding import to_json_value
 
     path = tmp_path_factory.mktemp("sqlite") / "demo.sqlite"
-    source = duckdb.connect(str(demo_db), read_only=True)
+    source = engine
     target = sqlite3.connect(path)
     slices = {
         "customers": "SELECT * FROM customers ORDER BY customer_id LIMIT 5000",
@@ -64,7 +80,7 @@ def demo_sqlite(demo_db, tmp_path_factory: pytest.TempPathFactory):  # type: ign
         names = [d[0] for d in cursor.description]
         types = [str(d[1]) for d in cursor.description]
         columns = ", ".join(
-            f'"{n}" {"INTEGER" if "INT" in t.upper() else "REAL" if "DECIMAL" in t.upper() or "DOUBLE" in t.upper() else "TEXT"}'
+            f'"{n}" {_sqlite_type(t)}'
             + (" PRIMARY KEY" if i == 0 and table != "order_items" else "")
             for i, (n, t) in enumerate(zip(names, types, strict=True))
         )
@@ -78,3 +94,12 @@ def demo_sqlite(demo_db, tmp_path_factory: pytest.TempPathFactory):  # type: ign
     target.commit()
     target.close()
     return path
+
+
+def _sqlite_type(duckdb_type: str) -> str:
+    upper = duckdb_type.upper()
+    if "INT" in upper:
+        return "INTEGER"
+    if "DECIMAL" in upper or "DOUBLE" in upper or "FLOAT" in upper:
+        return "REAL"
+    return "TEXT"

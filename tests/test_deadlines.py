@@ -76,5 +76,5 @@ async def test_client_cancellation_interrupts_the_engine(demo_db):
             after = await client.call_tool("query", {"sql": "SELECT 7"})
     assert after.structured_content["rows"] == [[7]]
     with anyio.fail_after(10):
-        while "cancelled" not in outcomes:
+        while "cancelled" not in outcomes:  # noqa: ASYNC110 - polling a plain list
             await anyio.sleep(0.05)

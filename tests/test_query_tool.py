@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import duckdb
 import pytest
 
 from tests.conftest import settings_for
@@ -20,7 +19,7 @@ async def test_three_core_tools_are_listed_with_output_schemas(demo_db):
     assert {"list_tables", "describe_table", "query"} <= set(tools)
     for name in ("list_tables", "describe_table", "query"):
         assert tools[name].output_schema["type"] == "object"
-        assert tools[name].annotations.readOnlyHint is True
+        assert tools[name].annotations.read_only_hint is True
 
 
 async def test_tool_list_costs_at_most_1500_tokens(demo_db):
@@ -34,12 +33,12 @@ async def test_tool_list_costs_at_most_1500_tokens(demo_db):
     assert len(text) / 4 <= 1500, f"{len(text)} bytes = {len(text) / 4:.0f} tokens"
 
 
-async def test_count_orders_matches_the_engine(demo_db):
-    expected = duckdb.connect(str(demo_db), read_only=True).sql("select count(*) from orders")
+async def test_count_orders_matches_the_engine(demo_db, engine):
+    expected = engine.execute("select count(*) from orders").fetchone()[0]
     async with client_for(settings_for(demo_db)) as client:
         result = await client.call_tool("query", {"sql": "SELECT count(*) AS n FROM orders"})
     page = result.structured_content
-    assert page["rows"] == [[expected.fetchone()[0]]]
+    assert page["rows"] == [[expected]]
     assert page["rows"] == [[1_000_000]]
     assert page["columns"][0][0] == "n"
     assert page["truncated"] is False and page["next_cursor"] is None
@@ -54,7 +53,9 @@ async def test_list_and_describe_tables(demo_db):
         assert {"customers", "products", "orders", "order_items"} <= set(names)
         filtered = (await client.call_tool("list_tables", {"pattern": "order*"})).structured_content
         assert sorted(r[0] for r in filtered["tables"]) == ["order_items", "orders"]
-        described = (await client.call_tool("describe_table", {"table": "orders"})).structured_content
+        described = (
+            await client.call_tool("describe_table", {"table": "orders"})
+        ).structured_content
     columns = {c[0]: c for c in described["columns"]}
     assert "order_id" in columns and columns["order_id"][3] is True  # primary key
     assert described["sample_rows"] and len(described["sample_rows"][0]) == len(columns)
@@ -73,7 +74,7 @@ async def test_unknown_table_and_source_are_clear_errors(demo_db):
     assert payload["error_id"]
 
 
-async def test_params_bind_by_name(demo_db):
+async def test_params_bind_by_name(demo_db, engine):
     async with client_for(settings_for(demo_db)) as client:
         result = await client.call_tool(
             "query",
@@ -85,8 +86,7 @@ async def test_params_bind_by_name(demo_db):
         missing = await client.call_tool(
             "query", {"sql": "SELECT :a + :b", "params": {"a": 1}}, raise_on_error=False
         )
-    con = duckdb.connect(str(demo_db), read_only=True)
-    expected = con.execute(
+    expected = engine.execute(
         "SELECT count(*) FROM orders WHERE status = 'delivered' AND total > 100"
     ).fetchone()[0]
     assert result.structured_content["rows"] == [[expected]]
@@ -134,7 +134,9 @@ async def test_default_budget_caps_select_star(demo_db):
 
 async def test_tampered_or_foreign_cursor_is_refused(demo_db):
     async with client_for(settings_for(demo_db)) as client:
-        first = await client.call_tool("query", {"sql": "SELECT order_id FROM orders", "max_rows": 5})
+        first = await client.call_tool(
+            "query", {"sql": "SELECT order_id FROM orders", "max_rows": 5}
+        )
         cursor = first.structured_content["next_cursor"]
         forged = cursor[:-3] + ("AAA" if not cursor.endswith("AAA") else "BBB")
         tampered = await client.call_tool("query", {"cursor": forged}, raise_on_error=False)
@@ -151,7 +153,9 @@ async def test_tampered_or_foreign_cursor_is_refused(demo_db):
 
 async def test_cursor_from_another_server_secret_is_refused(demo_db, tmp_path):
     async with client_for(settings_for(demo_db)) as client:
-        first = await client.call_tool("query", {"sql": "SELECT order_id FROM orders", "max_rows": 5})
+        first = await client.call_tool(
+            "query", {"sql": "SELECT order_id FROM orders", "max_rows": 5}
+        )
     other = settings_for(demo_db).model_copy(
         update={"cursor": settings_for(demo_db).cursor.model_copy(update={"secret": "x" * 40})}
     )
@@ -162,10 +166,9 @@ async def test_cursor_from_another_server_secret_is_refused(demo_db, tmp_path):
     assert "signature" in error_of(result)["message"]
 
 
-async def test_small_walk_is_exact_with_ties_and_no_order(demo_db):
-    con = duckdb.connect(str(demo_db), read_only=True)
+async def test_small_walk_is_exact_with_ties_and_no_order(demo_db, engine):
     sql = "SELECT status, channel FROM orders WHERE order_id <= 5000"
-    expected = sorted(con.execute(sql).fetchall())
+    expected = sorted(engine.execute(sql).fetchall())
     async with client_for(settings_for(demo_db)) as client:
         rows, pages = await walk(client, sql, max_rows=333)
     assert pages > 10
@@ -173,7 +176,9 @@ async def test_small_walk_is_exact_with_ties_and_no_order(demo_db):
 
 
 async def test_ordered_walk_keeps_the_order(demo_db):
-    sql = "SELECT customer_id, order_id FROM orders WHERE order_id <= 20000 ORDER BY customer_id DESC"
+    sql = (
+        "SELECT customer_id, order_id FROM orders WHERE order_id <= 20000 ORDER BY customer_id DESC"
+    )
     async with client_for(settings_for(demo_db)) as client:
         rows, _ = await walk(client, sql, max_rows=700)
     keys = [r[0] for r in rows]
