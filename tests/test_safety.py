@@ -74,7 +74,7 @@ def test_legit_query_is_accepted(engine: str, case: dict[str, str]) -> None:
 
 # --------------------------------------------------------------------------- real engines
 
-_ROWS = {
+_ROWS: dict[str, list[tuple[Any, ...]]] = {
     "customers": [
         (1, "Ada", "ada@example.com", "DE", "EU", "2024-01-05", "enterprise"),
         (2, "Bo", "bo@example.org", "US", "NA", "2024-02-10", "smb"),
@@ -343,7 +343,9 @@ def test_positional_markers_are_refused_at_bind(engine: str, sql: str) -> None:
 def test_bind_needs_a_checked_statement() -> None:
     import sqlglot
 
-    fake = CheckedStatement("SELECT 1", sqlglot.parse_one("SELECT 1"), "select", True)
+    tree = sqlglot.parse_one("SELECT 1")
+    assert isinstance(tree, sqlglot.exp.Expression)
+    fake = CheckedStatement("SELECT 1", tree, "select", True)
     with pytest.raises(InvalidRequest, match="check_read_only"):
         bind_named(fake, {}, "dollar")
 
@@ -369,7 +371,7 @@ _COLUMNS = {
     "customers": ["customer_id", "name", "email", "country", "segment"],
     "products": ["product_id", "name", "category", "price"],
 }
-_SAFE_CHARS = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+_SAFE_CHARS = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 
 
 @st.composite

@@ -482,6 +482,7 @@ def check_read_only(sql: str, dialect: str) -> CheckedStatement:
     if not tokens:
         raise InvalidRequest("sql has no statement (only comments or whitespace)")
     _refuse_odd_characters(sql, tokens)
+    _refuse_unicode_identifiers(tokens)
     tokens = _single_statement(tokens)
     text = sql[: tokens[-1].end + 1]
     checked = _check_tokens(text, tokens, dialect, nested=False)
@@ -617,6 +618,23 @@ def _refuse_odd_characters(sql: str, tokens: list[Token]) -> None:
             raise UnsafeSQL(
                 f"character U+{ord(ch):04X} ({label}) is not allowed outside a string literal: "
                 "engines read it differently; use plain spaces"
+            )
+
+
+def _refuse_unicode_identifiers(tokens: list[Token]) -> None:
+    """PostgreSQL reads `U&"pg_read_fil\\0065"` as one identifier (pg_read_file); sqlglot
+    reads `U & "..."`. Refuse the form rather than decode it: no analysis needs it."""
+    for u, amp, ident in zip(tokens, tokens[1:], tokens[2:], strict=False):
+        if (
+            ident.token_type == TokenType.IDENTIFIER
+            and amp.token_type == TokenType.AMP
+            and u.text.upper() == "U"
+            and u.end + 1 == amp.start
+            and amp.end + 1 == ident.start
+        ):
+            raise UnsafeSQL(
+                'Unicode-escaped identifiers (U&"...") are not allowed: they can hide a '
+                "function or table name; write the name plainly"
             )
 
 
