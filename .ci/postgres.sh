@@ -64,6 +64,25 @@ is_running() {
     [ -n "$BIN" ] && [ -f "$DATA/PG_VERSION" ] && as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1
 }
 
+server_ok() { psql_admin -d postgres -tAc "select 1" >/dev/null 2>&1; }
+
+wait_ok() {
+    local i
+    for i in $(seq 100); do server_ok && return 0; sleep 0.3; done
+    return 1
+}
+
+stale_pid() {
+    local pid
+    pid="$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null)" || return 1
+    [ -n "$pid" ] || return 1
+    ! kill -0 "$pid" 2>/dev/null || grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
+}
+
+launch() {
+    as_owner "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null 2>&1 && wait_ok
+}
+
 start() {
     if [ -z "$BIN" ]; then
         install_packages
@@ -85,16 +104,22 @@ synchronous_commit = off
 full_page_writes = off
 CONF
     fi
-    if ! is_running; then
-        as_owner "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null \
-            || { tail -n 30 "$LOG" >&2; die "server did not start"; }
+    if ! server_ok; then
+        # A server killed with its session can leave a postmaster.pid behind (its pid dead or a
+        # zombie no one reaped): postgres would refuse to start over it.
+        if stale_pid; then rm -f "$DATA/postmaster.pid"; fi
+        if is_running; then
+            wait_ok || { tail -n 30 "$LOG" >&2; die "server is running but not answering"; }
+        else
+            launch || { sleep 3; launch; } || { tail -n 30 "$LOG" >&2; die "server did not start"; }
+        fi
     fi
     load_fixtures
 }
 
 load_fixtures() {
     local sum marker="$PGDIR/fixtures.sha256"
-    sum="$( (sha256sum "$FIXTURES"; echo "$0 v1") | sha256sum | cut -c1-64)"
+    sum="$(cat "$FIXTURES" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-64)"
     if [ -f "$marker" ] && [ "$(cat "$marker")" = "$sum" ] \
         && psql_admin -d "$DB" -tAc "select 1" >/dev/null 2>&1; then
         return 0
