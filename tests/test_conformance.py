@@ -95,6 +95,11 @@ READY_TIMEOUT_S = 90
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
 # ---------------------------------------------------------------------------
 # Tooling
 
@@ -451,3 +456,54 @@ def test_typescript_sdk_client(wellhead_http: Server, tmp_dir: Path) -> None:
     )
     assert summary["select"]["structured"]["rows"] == [[1, "two"]]
     assert summary["drop"]["isError"] is True
+
+
+# ---------------------------------------------------------------------------
+# The plugin's server-level handlers, in process (no Node needed)
+
+
+def _host_with_own_completion() -> Any:
+    from fastmcp import FastMCP
+
+    from wellhead.plugins.conformance import register
+
+    host = FastMCP("host")
+
+    @host.completion
+    async def complete(ref: Any, argument: Any, context: Any) -> list[str]:
+        return ["host-value"]
+
+    register(host)
+    return host
+
+
+@pytest.mark.anyio
+async def test_register_completes_fixture_prompt_and_keeps_host_completion() -> None:
+    import mcp_types as types
+    from fastmcp import Client
+
+    async with Client(_host_with_own_completion(), mode="legacy") as client:
+        fixture = await client.complete(
+            types.PromptReference(type="ref/prompt", name="test_prompt_with_arguments"),
+            {"name": "arg1", "value": "par"},
+        )
+        other = await client.complete(
+            types.PromptReference(type="ref/prompt", name="some_other_prompt"),
+            {"name": "x", "value": ""},
+        )
+    assert fixture.values == ["paris", "park", "party"]
+    assert other.values == ["host-value"]
+
+
+@pytest.mark.anyio
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+async def test_register_subscribes_known_resources_only() -> None:
+    from fastmcp import Client
+    from mcp.shared.exceptions import MCPError
+
+    async with Client(_host_with_own_completion(), mode="legacy") as client:
+        assert client.initialize_result.capabilities.resources.subscribe is True
+        await client.session.subscribe_resource("test://watched-resource")
+        await client.session.unsubscribe_resource("test://watched-resource")
+        with pytest.raises(MCPError, match="Unknown resource"):
+            await client.session.subscribe_resource("test://no-such-resource")
