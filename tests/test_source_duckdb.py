@@ -27,7 +27,7 @@ from wellhead.sources.duckdb import DuckDBSource
 HEAVY = "SELECT count(*) FROM range(10_000_000_000) t(i) WHERE i % 7 = 3"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
 
@@ -36,11 +36,10 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def lake(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Parquet, CSV, TSV and JSONL files written by DuckDB itself, plus a secret file."""
-    d = tmp_path / "lake"
-    d.mkdir()
+    d = tmp_path_factory.mktemp("lake")
     con = duckdb.connect()
     con.execute(
         f"COPY (SELECT range AS id, 'c' || range AS name FROM range(100)) "
@@ -60,9 +59,8 @@ def lake(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture
-async def views_source(lake: Path):
-    src = DuckDBSource(
+def _lake_source(lake: Path) -> DuckDBSource:
+    return DuckDBSource(
         "lake",
         path=None,
         views={
@@ -75,6 +73,20 @@ async def views_source(lake: Path):
         threads=2,
         memory_limit="1GB",
     )
+
+
+@pytest.fixture(scope="module")
+async def views_source(lake: Path):
+    """Shared on purpose: every test also checks the source survives the ones before it."""
+    src = _lake_source(lake)
+    await src.start()
+    yield src
+    await src.close()
+
+
+@pytest.fixture
+async def own_source(lake: Path):
+    src = _lake_source(lake)
     await src.start()
     yield src
     await src.close()
@@ -153,6 +165,9 @@ ENGINE_REFUSES = [
     "SELECT * FROM read_csv('/etc/passwd')",
     "SELECT * FROM read_text('/etc/hostname')",
     "SELECT * FROM glob('/etc/*')",
+    "SELECT * FROM '/etc/passwd'",
+    "SELECT * FROM read_blob('/etc/hostname')",
+    "SELECT getenv('HOME')",
     "SELECT * FROM read_csv('{lake}/secret.csv')",
     "SELECT * FROM read_csv('{lake}/../lake/secret.csv')",
     "SELECT * FROM read_parquet('https://example.com/x.parquet')",
@@ -313,12 +328,12 @@ async def test_concurrent_fetch_does_not_wait(views_source: DuckDBSource) -> Non
 
 
 @pytest.mark.anyio
-async def test_ping_and_close(views_source: DuckDBSource) -> None:
-    await views_source.ping()
-    await views_source.close()
-    await views_source.close()
+async def test_ping_and_close(own_source: DuckDBSource) -> None:
+    await own_source.ping()
+    await own_source.close()
+    await own_source.close()
     with pytest.raises(SourceUnavailable):
-        await views_source.ping()
+        await own_source.ping()
 
 
 # -- configuration -----------------------------------------------------------------
@@ -399,17 +414,17 @@ def test_tmp_catalog_removed(lake: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_close_interrupts_queries_in_flight(views_source: DuckDBSource) -> None:
+async def test_close_interrupts_queries_in_flight(own_source: DuckDBSource) -> None:
     errors: list[Exception] = []
 
     async def slow() -> None:
         try:
-            await views_source.fetch(HEAVY, (), max_rows=1, timeout=60)
+            await own_source.fetch(HEAVY, (), max_rows=1, timeout=60)
         except SourceUnavailable as exc:
             errors.append(exc)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(slow)
         await anyio.sleep(0.2)
-        await views_source.close()
+        await own_source.close()
     assert [str(e) for e in errors] == ["source 'lake' was closed"]

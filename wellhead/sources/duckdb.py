@@ -135,6 +135,7 @@ class DuckDBSource(Source):
             "autoload_known_extensions": False,
             "allow_community_extensions": False,
             "allow_persistent_secrets": False,
+            "python_enable_replacements": False,  # SQL must not reach Python variables
         }
         if self.threads is not None:
             config["threads"] = self.threads
