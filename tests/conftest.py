@@ -11,6 +11,12 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from wellhead.observe.logs import configure_logging  # noqa: E402
+
+# As the CLI does: JSON logs instead of FastMCP's Rich handlers (whose traceback rendering
+# alone blocks the event loop for a quarter of a second).
+configure_logging("INFO")
+
 
 @pytest.fixture
 def anyio_backend() -> str:

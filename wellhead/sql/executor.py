@@ -8,12 +8,12 @@ is cheap (bounded by `count_timeout_s`). Anything left over is reachable through
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
@@ -119,13 +119,14 @@ class QueryExecutor:
         statement = self.bind(source, self.check(source, request.sql), request.params)
         deadline = time.monotonic() + limits.query_timeout_s
 
-        async with anyio.create_task_group() as group:
-            if on_progress is not None:
-                group.start_soon(_report_progress, on_progress, limits.query_timeout_s)
-            try:
-                page = await self._page(source, statement, request, max_rows, budget, deadline)
-            finally:
-                group.cancel_scope.cancel()
+        reporter = None
+        if on_progress is not None:
+            reporter = asyncio.ensure_future(_report_progress(on_progress, limits.query_timeout_s))
+        try:
+            page = await self._page(source, statement, request, max_rows, budget, deadline)
+        finally:
+            if reporter is not None:
+                reporter.cancel()
         return page
 
     def bind(
@@ -283,5 +284,5 @@ def _timeout(seconds: float) -> QueryTimeout:
 async def _report_progress(on_progress: ProgressCallback, limit_s: float) -> None:
     started = time.monotonic()
     while True:
-        await anyio.sleep(_PROGRESS_EVERY_S)
+        await asyncio.sleep(_PROGRESS_EVERY_S)
         await on_progress(time.monotonic() - started, limit_s)
