@@ -433,11 +433,7 @@ class Subscriptions:
 
     async def _known(self, uri: str) -> bool:
         host = self._host()
-        if host is None:
-            return False
-        if await host.get_resource(uri) is not None:
-            return True
-        return False
+        return host is not None and await host.get_resource(uri) is not None
 
     def uris(self, ctx: ServerRequestContext) -> frozenset[str]:
         return frozenset(self._by_connection.get(self._key(ctx), set()))
