@@ -351,6 +351,10 @@ async def test_bad_views_fail_at_start(lake: Path) -> None:
         DuckDBSource("x", path=str(lake / "a.duckdb"), views={"v": str(lake / "nums.csv")})
     with pytest.raises(SourceUnavailable, match="not found"):
         await DuckDBSource("x", path=str(lake / "missing.duckdb")).start()
+    bad = DuckDBSource("x", path=None, views={"v": str(lake / "nums.csv")}, memory_limit="lots")
+    with pytest.raises(ConfigError, match="Memory"):
+        await bad.start()
+    assert bad._tmpdir is None  # the half-built catalog was removed
 
 
 # -- a .duckdb file ------------------------------------------------------------------

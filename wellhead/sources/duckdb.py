@@ -130,6 +130,15 @@ class DuckDBSource(Source):
             self._tmpdir = None
 
     def _open(self) -> None:
+        try:
+            self._conn = self._open_locked()
+        except BaseException:
+            if self._tmpdir is not None:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
+                self._tmpdir = None
+            raise
+
+    def _open_locked(self) -> duckdb.DuckDBPyConnection:
         config: dict[str, Any] = {
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
@@ -147,24 +156,7 @@ class DuckDBSource(Source):
             if not os.path.isfile(db_path):
                 raise SourceUnavailable(f"source {self.name!r}: DuckDB file not found: {db_path}")
         else:
-            definitions = {
-                view: _view_sql(self.name, view, spec) for view, spec in self.views.items()
-            }
-            self._tmpdir = tempfile.mkdtemp(prefix="wellhead-duckdb-")
-            db_path = os.path.join(self._tmpdir, "views.duckdb")
-            builder = duckdb.connect(db_path, config=config)
-            try:
-                for view, (sql, files) in definitions.items():
-                    allowed.extend(files)
-                    try:
-                        builder.execute(sql)
-                    except duckdb.Error as exc:
-                        raise ConfigError(
-                            f"source {self.name!r}: view {view!r} cannot read its files: "
-                            f"{_first_line(exc)}"
-                        ) from None
-            finally:
-                builder.close()
+            db_path = self._build_view_catalog(config, allowed)
         try:
             conn = duckdb.connect(db_path, read_only=True, config=config)
         except duckdb.Error as exc:
@@ -183,7 +175,30 @@ class DuckDBSource(Source):
             raise SourceUnavailable(
                 f"source {self.name!r}: locking the DuckDB database down failed: {_first_line(exc)}"
             ) from None
-        self._conn = conn
+        return conn
+
+    def _build_view_catalog(self, config: dict[str, Any], allowed: list[str]) -> str:
+        """Write the views into a private database file, to be reopened read-only."""
+        definitions = {view: _view_sql(self.name, view, spec) for view, spec in self.views.items()}
+        self._tmpdir = tempfile.mkdtemp(prefix="wellhead-duckdb-")
+        db_path = os.path.join(self._tmpdir, "views.duckdb")
+        try:
+            builder = duckdb.connect(db_path, config=config)
+        except duckdb.Error as exc:  # e.g. a malformed memory_limit
+            raise ConfigError(f"source {self.name!r}: {_first_line(exc)}") from None
+        try:
+            for view, (sql, files) in definitions.items():
+                allowed.extend(files)
+                try:
+                    builder.execute(sql)
+                except duckdb.Error as exc:
+                    raise ConfigError(
+                        f"source {self.name!r}: view {view!r} cannot read its files: "
+                        f"{_first_line(exc)}"
+                    ) from None
+        finally:
+            builder.close()
+        return db_path
 
     # -- execution -----------------------------------------------------------------
 
