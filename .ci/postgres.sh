@@ -100,7 +100,6 @@ port = $PORT
 unix_socket_directories = '$PGDIR'
 max_connections = 100
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 CONF
     fi
@@ -118,13 +117,13 @@ CONF
 }
 
 load_fixtures() {
-    local sum marker="$PGDIR/fixtures.sha256"
-    sum="$(cat "$FIXTURES" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-64)"
-    if [ -f "$marker" ] && [ "$(cat "$marker")" = "$sum" ] \
-        && psql_admin -d "$DB" -tAc "select 1" >/dev/null 2>&1; then
-        return 0
-    fi
-    rm -f "$marker"
+    # The marker lives in the database itself, written last: a load cut short is redone.
+    local sum current
+    sum="wellhead-fixtures:$(cat "$FIXTURES" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-64)"
+    current="$(psql_admin -d postgres -tAc \
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '$DB'" \
+        2>/dev/null || true)"
+    [ "$current" = "$sum" ] && return 0
     psql_admin -d postgres <<SQL >/dev/null
 SET client_min_messages = warning;
 DO \$\$ BEGIN
@@ -138,7 +137,7 @@ CREATE DATABASE $DB OWNER wellhead_admin;
 SQL
     psql_admin -d "$DB" -v ro_pw="$RO_PW" -v writer_pw="$WRITER_PW" -v db="$DB" \
         <"$FIXTURES" >/dev/null || die "loading $FIXTURES failed"
-    echo "$sum" >"$marker"
+    psql_admin -d postgres -c "COMMENT ON DATABASE $DB IS '$sum'; CHECKPOINT" >/dev/null
 }
 
 stop() {
