@@ -55,7 +55,9 @@ async def bench_executor(src: PostgresSource, runs: int, rows: int) -> None:
     except ImportError as exc:
         print(f"query layer not available ({exc}); skipped")
         return
-    executor = QueryExecutor({"pg": src}, LimitsConfig(), CursorCodec(b"bench-secret-0123456789"))
+    executor = QueryExecutor(
+        {"pg": src}, LimitsConfig.model_validate({}), CursorCodec(b"bench-secret-0123456789")
+    )
     times = []
     page = None
     for _ in range(runs):
