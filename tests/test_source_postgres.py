@@ -410,6 +410,18 @@ async def test_pool_exhausted_is_a_clear_error_not_a_hang(
     assert await _active(admin, marker) == 0
 
 
+@pytest.mark.anyio
+async def test_concurrent_calls_share_the_pool_without_cross_talk(source: PostgresSource) -> None:
+    async def one(i: int) -> object:
+        batch = await source.fetch(
+            "SELECT $1::int AS n, pg_sleep(0.01)", [i], max_rows=1, timeout=10
+        )
+        return batch.rows[0][0]
+
+    results = await asyncio.gather(*(one(i) for i in range(40)))
+    assert results == list(range(40))
+
+
 # --------------------------------------------------------------------------- pool reset
 
 
