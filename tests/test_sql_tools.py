@@ -7,6 +7,7 @@ the engine. SQLite gets its own tools (dates as text, arrays through json_each).
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import sqlite3
@@ -73,8 +74,11 @@ def shop_duckdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "CREATE TABLE orders (order_id INTEGER PRIMARY KEY, customer_id INTEGER, "
         "amount DECIMAL(10, 2), status VARCHAR, ordered_on DATE)"
     )
-    con.executemany("INSERT INTO customers VALUES (?, ?, ?, ?)", customers)
-    con.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?)", orders)
+    for table, rows in (("customers", customers), ("orders", orders)):
+        csv_path = path.parent / f"{table}.csv"  # bulk load: executemany is slow on DuckDB
+        with csv_path.open("w", newline="") as handle:
+            csv.writer(handle).writerows(rows)
+        con.execute(f"COPY {table} FROM '{csv_path}' (HEADER false)")
     con.close()
     return path
 
@@ -392,6 +396,44 @@ async def test_per_tool_budget_is_honoured(example: Settings) -> None:
     assert 0 < page["row_count"] < 30
     assert len(json.dumps(page)) <= 1024
     assert "byte budget" in page["note"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="app.py must give SQL tools the same BudgetGuard cap as `query` "
+    "(limits.max_result_budget_bytes): a tool budget above result_budget_bytes is cut today",
+)
+@pytest.mark.anyio
+async def test_per_tool_budget_above_the_default_is_served_whole(example: Settings) -> None:
+    tools = dict(example.model_dump(mode="json", exclude_unset=True)["tools"])
+    tools["orders_in_range"] = {**tools["orders_in_range"], "budget_bytes": 65536, "max_rows": 2000}
+    settings = with_tools(example, tools=tools)
+    async with Client(build_server(settings)) as client:
+        result = await client.call_tool(
+            "orders_in_range", {"start": "2023-01-01", "end": "2024-12-31"}, raise_on_error=False
+        )
+    assert not result.is_error, result.content[0].text
+    assert len(json.dumps(result.structured_content)) > 32768
+
+
+@pytest.mark.anyio
+async def test_per_tool_timeout_interrupts_the_engine(example: Settings) -> None:
+    tools = {
+        "slow": _tool(
+            "SELECT count(*) FROM orders a, orders b, orders c "
+            "WHERE a.amount + b.amount + c.amount = :n",
+            timeout_s=0.5,
+            parameters={"n": {"type": "number"}},
+        )
+    }
+    settings = with_tools(example, tools=tools)
+    async with Client(build_server(settings)) as client:
+        result = await client.call_tool("slow", {"n": 1.5}, raise_on_error=False)
+        after = await client.call_tool("query", {"sql": "SELECT count(*) FROM orders"})
+    payload = json.loads(result.content[0].text)
+    assert payload["error"] == "timeout"
+    assert "0.5 s" in payload["message"]
+    assert after.structured_content["rows"] == [[1500]]  # the source is usable again
 
 
 @pytest.mark.anyio
