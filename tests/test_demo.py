@@ -15,6 +15,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import platformdirs
@@ -27,6 +28,7 @@ from wellhead.demo import (
     demo_database_path,
     ensure_demo_database,
 )
+from wellhead.errors import SourceUnavailable
 
 # Pinned facts about version DEMO_SCHEMA_VERSION of the data. If a change to the generator moves
 # them, bump DEMO_SCHEMA_VERSION (so cached files of the old version are not reused) and update.
@@ -43,7 +45,7 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple:
     return rows[0]
 
 
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> object:
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
     return _one(con, sql)[0]
 
 
@@ -266,3 +268,12 @@ def test_two_builds_are_identical(demo_db: Path, raced: tuple[Path, Path, list[d
     first, second = _fingerprint(demo_db), _fingerprint(other)
     assert first == second
     assert first["orders"][0] == 1_000_000
+
+
+def test_unwritable_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SourceUnavailable) as info:
+        ensure_demo_database(blocker / "cache")
+    assert "WELLHEAD_CACHE_DIR" in str(info.value)
+    assert str(blocker / "cache") in str(info.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,8 @@ from typing import IO, NamedTuple
 
 import duckdb
 import platformdirs
+
+from wellhead.errors import SourceUnavailable
 
 __all__ = [
     "DEMO_COUNTS",
@@ -361,31 +364,30 @@ def _exclusive_lock(lock_path: Path) -> Iterator[None]:
             _unlock(fh)
 
 
-def _lock(fh: IO[bytes]) -> None:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        import msvcrt
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+    import msvcrt
 
-        while True:
+    def _lock(fh: IO[bytes]) -> None:
+        fh.seek(0)
+        while True:  # LK_LOCK gives up after about 10 s; a build can take longer
             try:
                 msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
                 return
             except OSError:
                 continue
-    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
 
-
-def _unlock(fh: IO[bytes]) -> None:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        import msvcrt
-
+    def _unlock(fh: IO[bytes]) -> None:
         fh.seek(0)
         msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
-        return
-    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+else:
+    import fcntl
+
+    def _lock(fh: IO[bytes]) -> None:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+
+    def _unlock(fh: IO[bytes]) -> None:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _remove_stale_temps(final: Path) -> None:
@@ -400,27 +402,40 @@ def ensure_demo_database(cache_dir: Path | None = None) -> Path:
     Safe across processes: the build goes to a temp file in the same directory and is renamed into
     place atomically under an exclusive lock, so a concurrent caller waits and then reuses the file.
     Blocking (several seconds on first use): call it from a worker thread in async code.
+    Raises SourceUnavailable when the cache dir is not writable or the build fails.
     """
     final = demo_database_path(cache_dir)
     if final.is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(final.with_name(final.name + ".lock")):
-        if final.is_file():  # another process built it while we waited
-            return final
-        _remove_stale_temps(final)
-        tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-        started = time.perf_counter()
-        try:
-            build_demo_database(tmp)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-            tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
-        log.info(
-            "built demo database %s in %.2f s",
-            final,
-            time.perf_counter() - started,
-            extra={"path": str(final), "seconds": round(time.perf_counter() - started, 3)},
-        )
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive_lock(final.with_name(final.name + ".lock")):
+            if final.is_file():  # another process built it while we waited
+                return final
+            _build_into_place(final)
+    except (OSError, duckdb.Error) as exc:
+        raise SourceUnavailable(
+            f"cannot build the demo database in {final.parent}: {exc}. "
+            f"Set {_ENV_CACHE_DIR} to a writable directory with about 200 MB free."
+        ) from exc
     return final
+
+
+def _build_into_place(final: Path) -> None:
+    """Build next to `final`, then rename; the caller holds the lock."""
+    _remove_stale_temps(final)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    started = time.perf_counter()
+    try:
+        build_demo_database(tmp)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    log.info(
+        "built demo database %s in %.2f s",
+        final,
+        seconds,
+        extra={"path": str(final), "seconds": round(seconds, 3)},
+    )
