@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -719,3 +720,48 @@ async def test_sqlite_source_runs_json_each(shop_sqlite: Path) -> None:
     finally:
         await source.close()
     assert [row[0] for row in batch.rows] == [1, 2]
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_dsn() -> str:
+    value = os.environ.get("WELLHEAD_TEST_PG_DSN")
+    if not value:
+        message = "WELLHEAD_TEST_PG_DSN is not set: `.ci/postgres.sh start`, then eval its env"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI: {message}")
+        pytest.skip(message)
+    return value
+
+
+@pytest.mark.anyio
+async def test_postgres_tool_binds_arrays_and_dates() -> None:
+    dsn = _pg_dsn()
+    settings = parse_settings(
+        {
+            "sources": {"pg": {"kind": "postgres", "dsn": dsn, "pool": {"min_size": 0}}},
+            "cursor": {"secret": SECRET},
+            "tools": {
+                "orders_by_ids": _tool(
+                    "SELECT id, status, amount FROM public.orders "
+                    "WHERE id = ANY(:ids) AND created_at >= CAST(:since AS date) "
+                    "AND status = :status ORDER BY id",
+                    max_rows=2,
+                    parameters={
+                        "ids": {"type": "array", "items": "integer", "max_items": 50},
+                        "since": {"type": "date"},
+                        "status": {"type": "enum", "values": ["new", "paid", "shipped"]},
+                    },
+                )
+            },
+        }
+    )
+    assert validate_sql_tools(settings) == []
+    ids = [2, 4, 6, 8, 10, 12, 14, 3000]  # status cycles new/paid/shipped/cancelled by id % 4
+    arguments = {"ids": ids, "since": "2024-01-01", "status": "shipped"}
+    async with Client(build_server(settings)) as client:
+        rows, pages = await walk(client, "orders_by_ids", arguments)
+    assert [row[0] for row in rows] == [2, 6, 10, 14]
+    assert {row[1] for row in rows} == {"shipped"}
+    assert pages == 2
