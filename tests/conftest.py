@@ -6,6 +6,7 @@ import os
 
 os.environ["FASTMCP_CHECK_FOR_UPDATES"] = "off"
 os.environ["FASTMCP_SHOW_SERVER_BANNER"] = "false"
+os.environ["FASTMCP_LOG_ENABLED"] = "false"
 
 from pathlib import Path  # noqa: E402
 

@@ -35,11 +35,11 @@ def sqlite_settings(path: Path):  # type: ignore[no-untyped-def]
     )
 
 
-@pytest.mark.parametrize("engine", ["duckdb", "sqlite"])
-async def test_every_attack_is_refused_with_its_reason(engine, demo_db, demo_sqlite):
-    cases = corpus(engine)["attacks"]
+@pytest.mark.parametrize("kind", ["duckdb", "sqlite"])
+async def test_every_attack_is_refused_with_its_reason(kind, demo_db, demo_sqlite):
+    cases = corpus(kind)["attacks"]
     assert len(cases) >= 60
-    settings = settings_for(demo_db) if engine == "duckdb" else sqlite_settings(demo_sqlite)
+    settings = settings_for(demo_db) if kind == "duckdb" else sqlite_settings(demo_sqlite)
     failures = []
     async with client_for(settings) as client:
         for case in cases:
@@ -55,11 +55,11 @@ async def test_every_attack_is_refused_with_its_reason(engine, demo_db, demo_sql
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize("engine", ["duckdb", "sqlite"])
-async def test_every_legitimate_query_is_answered(engine, demo_db, demo_sqlite):
-    cases = corpus(engine)["legit"]
+@pytest.mark.parametrize("kind", ["duckdb", "sqlite"])
+async def test_every_legitimate_query_is_answered(kind, demo_db, demo_sqlite):
+    cases = corpus(kind)["legit"]
     assert len(cases) >= 30
-    settings = settings_for(demo_db) if engine == "duckdb" else sqlite_settings(demo_sqlite)
+    settings = settings_for(demo_db) if kind == "duckdb" else sqlite_settings(demo_sqlite)
     failures = []
     async with client_for(settings) as client:
         for case in cases:

@@ -12,6 +12,8 @@ from typing import Any
 
 os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
 os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
+# FastMCP's own Rich handlers would bypass the JSON logs; its records reach ours instead.
+os.environ.setdefault("FASTMCP_LOG_ENABLED", "false")
 
 from wellhead.config import Settings, load_settings  # noqa: E402
 from wellhead.errors import ConfigError  # noqa: E402

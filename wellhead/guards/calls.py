@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastmcp.exceptions import ToolError, ValidationError
+from fastmcp.exceptions import NotFoundError, ToolError, ValidationError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools import ToolResult
 from mcp.types import CallToolRequestParams, TextContent
@@ -226,6 +226,8 @@ def _classify(exc: Exception, mask: bool) -> tuple[str, str, str, bool]:
         return "cancelled", cause.kind, cause.public_message, False
     if isinstance(cause, WellheadError):
         return "tool_error", cause.kind, cause.public_message, False
+    if isinstance(cause, NotFoundError):
+        return "tool_error", "unknown_tool", f"{cause}; call tools/list to see the tools", False
     if isinstance(exc, ValidationError) or type(cause).__name__ == "ValidationError":
         return "tool_error", "invalid_arguments", str(exc) or "invalid arguments", False
     if isinstance(exc, ToolError) and exc.__cause__ is None:

@@ -148,7 +148,8 @@ def _tie_breaker_ordinals(
 
 def _orders_by_all(order: exp.Order) -> bool:
     return any(
-        isinstance(o.this, exp.Column) and o.this.name.upper() == "ALL" for o in order.expressions
+        isinstance(o.this, exp.Column | exp.Var) and o.this.name.upper() == "ALL"
+        for o in order.expressions
     )
 
 

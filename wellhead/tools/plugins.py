@@ -1,6 +1,6 @@
 """Python plugins: a team's own tools, mounted behind every wellhead guard.
 
-A plugin is `module[:attr]`. The attribute (default: `server`, then `register`) is either a
+A plugin is `module[:attr]`. The attribute (default: `register`, then `server`) is either a
 FastMCP server, whose tools, resources and prompts are mounted on wellhead's server, or a
 function `register(mcp)` / `register(mcp, runtime)` that adds them. Either way the calls pass
 through wellhead's middleware, so plugin tools inherit errors, deadlines, budgets, output
@@ -23,7 +23,7 @@ from wellhead.errors import ConfigError
 
 log = logging.getLogger("wellhead.plugins")
 ENTRY_POINT_GROUP = "wellhead.plugins"
-_DEFAULT_ATTRIBUTES = ("server", "register", "mcp")
+_DEFAULT_ATTRIBUTES = ("register", "server", "mcp")
 _MUTABLE = (dict, list, set, bytearray)
 
 
