@@ -5,6 +5,10 @@ FastMCP runs a sync tool in a worker thread that cancellation cannot stop, and i
 the deadline the caller gets a timeout at once; an async tool is cancelled, a sync tool's
 thread is abandoned, counted, and logged when it finally ends. Tools that can really be
 interrupted (the SQL tools) enforce tighter deadlines in the engine themselves.
+
+The task is stopped through an anyio cancel scope, not `Task.cancel()`: a native cancel
+ends the task at once even while its worker thread runs on (anyio's shield only holds
+against anyio cancellation), which would hide the thread from the abandoned count.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
+import anyio
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools import ToolResult
 from mcp.types import CallToolRequestParams
@@ -56,15 +62,24 @@ class DeadlineGuard(Middleware):
         call_next: CallNext[CallToolRequestParams, ToolResult],
     ) -> ToolResult:
         timeout = await self.timeout_for(context)
-        task = asyncio.ensure_future(call_next(context))
+        scope = anyio.CancelScope()
+
+        async def run() -> ToolResult | None:
+            with scope:
+                return await call_next(context)
+            return None  # stopped at the deadline: nobody waits for this
+
+        task = asyncio.ensure_future(run())
         try:
             done, _ = await asyncio.wait({task}, timeout=timeout)
         except asyncio.CancelledError:
+            scope.cancel()
             task.cancel()
             raise
-        if task in done:
-            return task.result()
-        task.cancel()
+        result = task.result() if task in done else None
+        if result is not None:
+            return result
+        scope.cancel()  # a worker thread shields its task from this until the thread ends
         self._track_abandoned(context.message.name, task, timeout)
         raise ToolFailure(
             "timeout",
@@ -73,11 +88,11 @@ class DeadlineGuard(Middleware):
             "and was stopped; try narrower arguments",
         )
 
-    def _track_abandoned(self, tool: str, task: asyncio.Future[ToolResult], timeout: float) -> None:
+    def _track_abandoned(self, tool: str, task: asyncio.Future[Any], timeout: float) -> None:
         """A cancelled task that has not ended is a thread still running: count it until it ends."""
         started = time.monotonic()
 
-        def finished(_: asyncio.Future[ToolResult]) -> None:
+        def finished(_: asyncio.Future[Any]) -> None:
             self._set_abandoned(self.abandoned - 1)
             log.warning(
                 "abandoned call of %s ended %.1f s after its deadline",
