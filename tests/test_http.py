@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,53 +9,9 @@ import httpx
 import pytest
 from fastmcp import Client
 
+from tests.server_process import ServerProcess
+
 pytestmark = pytest.mark.anyio
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    def __init__(self, config: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.log = config.parent / f"server-{self.port}.log"
-        env = {**os.environ, "FASTMCP_CHECK_FOR_UPDATES": "off", "PYTHONUNBUFFERED": "1"}
-        args = [sys.executable, "-m", "wellhead", "serve", "--config", str(config)]
-        args += ["--transport", "http", "--port", str(self.port), *extra]
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), env=env
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not become ready")
-
-    def log_lines(self) -> list[dict]:
-        lines = []
-        for line in self.log.read_text().splitlines():
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                lines.append({"unparsed": line})
-        return lines
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def write_config(tmp_path: Path, demo_db: Path) -> Path:
@@ -96,8 +46,16 @@ async def test_real_client_over_streamable_http(http_server: ServerProcess):
     calls = [line for line in http_server.log_lines() if line.get("event") == "tool_call"]
     assert len(calls) == 4
     for line in calls:
-        for key in ("tool_name", "invocation_id", "execution_time_ms", "request_bytes",
-                    "response_bytes", "outcome", "session_id", "transport"):
+        for key in (
+            "tool_name",
+            "invocation_id",
+            "execution_time_ms",
+            "request_bytes",
+            "response_bytes",
+            "outcome",
+            "session_id",
+            "transport",
+        ):
             assert key in line, key
     error_line = calls[-1]
     assert error_line["outcome"] == "tool_error" and error_line["error_id"]
@@ -111,7 +69,8 @@ async def test_health_endpoints_and_transport_mismatch(http_server: ServerProces
         assert ready == {"status": "ok", "sources": {"demo": "ok"}}
         # DNS-rebinding protection: a foreign Host header is refused.
         rebinding = await http.post(
-            "/mcp", headers={"Host": "evil.example", "Content-Type": "application/json"},
+            "/mcp",
+            headers={"Host": "evil.example", "Content-Type": "application/json"},
             content=b"{}",
         )
         assert rebinding.status_code in (403, 421)

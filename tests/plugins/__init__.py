@@ -1,0 +1,1 @@
+"""Test plugins loaded by `wellhead serve` subprocesses (`plugins: [tests.plugins.<name>]`)."""
