@@ -151,11 +151,11 @@ def message(result: Any) -> str:
 
 async def walk(client: Client, tool: str, arguments: dict[str, Any]) -> tuple[list[Any], int]:
     """Follow every cursor of a SQL tool; all rows and the number of pages."""
-    page = (await client.call_tool(tool, arguments)).structured_content
+    page: dict[str, Any] = (await client.call_tool(tool, arguments)).structured_content or {}
     rows, pages = list(page["rows"]), 1
     while page["next_cursor"]:
         result = await client.call_tool(tool, {"cursor": page["next_cursor"]})
-        page = result.structured_content
+        page = result.structured_content or {}
         assert page["offset"] == len(rows)
         rows.extend(page["rows"])
         pages += 1
@@ -496,8 +496,12 @@ async def test_scoped_tool_needs_its_scopes(example: Settings) -> None:
     assert hidden.is_error
     settings = with_tools(example, tools=tools)
     tool = SqlTool.build(
-        "orders_by_ids", settings.tools["orders_by_ids"], mcp.wellhead_runtime.executor, "shop"
+        "orders_by_ids",
+        settings.tools["orders_by_ids"],
+        mcp.wellhead_runtime.executor,  # type: ignore[attr-defined]
+        "shop",
     )
+    assert tool.auth is not None
 
     def token(*scopes: str) -> AccessToken:
         return AccessToken(token="t", client_id="agent", scopes=list(scopes))
