@@ -501,13 +501,14 @@ async def test_scoped_tool_needs_its_scopes(example: Settings) -> None:
         mcp.wellhead_runtime.executor,  # type: ignore[attr-defined]
         "shop",
     )
-    assert tool.auth is not None
+    check = tool.auth
+    assert check is not None
 
     def token(*scopes: str) -> AccessToken:
         return AccessToken(token="t", client_id="agent", scopes=list(scopes))
 
     def allows(tok: AccessToken | None) -> Any:
-        return run_auth_checks(tool.auth, AuthContext(token=tok, component=tool))
+        return run_auth_checks(check, AuthContext(token=tok, component=tool))
 
     assert await allows(token("orders:read", "other")) is True
     assert await allows(token("other")) is False
