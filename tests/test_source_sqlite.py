@@ -113,6 +113,11 @@ async def test_reads_with_qmark_params(source: SQLiteSource) -> None:
         "SELECT name FROM sqlite_master",
         "EXPLAIN QUERY PLAN SELECT * FROM orders WHERE customer_id = 3",
         "SELECT * FROM big_orders",
+        "SELECT value FROM json_each('[1, 2, 3]')",
+        "SELECT key, type FROM json_tree('{\"a\": [1, 2]}')",
+        "SELECT name, type FROM pragma_table_info('orders')",
+        "SELECT * FROM pragma_foreign_key_list('orders')",
+        "PRAGMA index_list(orders)",
     ],
 )
 async def test_reads_allowed(source: SQLiteSource, sql: str) -> None:
@@ -168,9 +173,12 @@ ENGINE_REFUSES = [
     "DETACH DATABASE main",
     "PRAGMA query_only = OFF",
     "PRAGMA writable_schema = ON",
-    "PRAGMA table_info(orders)",
+    "PRAGMA database_list",
+    "SELECT * FROM pragma_database_list",
+    "PRAGMA foreign_keys = OFF",
+    "UPDATE sqlite_master SET sql = '' WHERE name = 'orders'",
+    "DELETE FROM sqlite_master",
     "PRAGMA journal_mode = DELETE",
-    "SELECT * FROM pragma_table_info('orders')",
     "SELECT load_extension('/tmp/evil.so')",
     "SELECT fts3_tokenizer('simple')",
     "VACUUM INTO '{dir}/copy.sqlite'",
@@ -201,12 +209,12 @@ async def test_write_refused_even_without_authorizer(db_file: Path) -> None:
     src = SQLiteSource("shop", path=str(db_file))
     await src.start()
     conn = src._idle[0]
-    conn.db.set_authorizer(None)
+    conn.set_authorizer(None)
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        conn.db.execute("DELETE FROM orders")
-    conn.db.execute("PRAGMA query_only = OFF")
+        conn.execute("DELETE FROM orders")
+    conn.execute("PRAGMA query_only = OFF")
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        conn.db.execute("DELETE FROM orders")
+        conn.execute("DELETE FROM orders")
     await src.close()
 
 

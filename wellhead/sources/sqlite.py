@@ -4,9 +4,11 @@ The engine enforces read-only on its own, independently of the SQL checks upstre
 the file is opened with `mode=ro`, `PRAGMA query_only` is on, extension loading is
 off, and an authorizer callback denies every action but reading, selecting, calling
 ordinary functions and recursive CTEs — so `ATTACH`, `PRAGMA`, `load_extension`, temp
-tables and writes are refused by SQLite itself. Discovery needs two introspection
-pragmas; the authorizer allows exactly those, and only while wellhead runs its own
-statements on that connection.
+tables and writes are refused by SQLite itself. Two narrow allowances keep ordinary
+reads working: the read-only introspection pragmas (`pragma_table_info(...)` and kin,
+which have no setter form), and the `sqlite_master` update SQLite reports while it
+declares an eponymous virtual table such as `json_each` — a real write to the schema
+table is still refused by `mode=ro`, `query_only` and SQLite's own schema protection.
 """
 
 from __future__ import annotations
@@ -52,45 +54,49 @@ _ALLOWED_ACTIONS = {
     sqlite3.SQLITE_FUNCTION,
     getattr(sqlite3, "SQLITE_RECURSIVE", 33),
 }
-_DENIED_FUNCTIONS = {"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"}
-_INTERNAL_PRAGMAS = {"table_info", "foreign_key_list"}
+# Same names the SQL-safety layer denies; most exist only in the sqlite3 shell, but an
+# authorizer costs nothing to be sure.
+_DENIED_FUNCTIONS = frozenset(
+    {"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit", "eval", "sha3_query"}
+)
+_DENIED_TABLES = frozenset(
+    {"fsdir", "lsmode", "zipfile", "zipfile_cds", "sqlite_dbpage", "sqlite_dbdata", "sqlite_dbptr"}
+)
+_INTROSPECTION_PRAGMAS = frozenset(
+    {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list"}
+)
 _REFUSALS = (
     "not authorized",
     "authorization denied",
     "readonly database",
     "read-only",
     "one statement at a time",
+    "may not be modified",
 )
 
 
-class _Guard:
-    """Per-connection authorizer state; a connection serves one thread at a time."""
-
-    def __init__(self) -> None:
-        self.internal = False
-
-    def __call__(
-        self,
-        action: int,
-        arg1: str | None,
-        arg2: str | None,
-        database: str | None,
-        trigger: str | None,
-    ) -> int:
-        if action == sqlite3.SQLITE_FUNCTION:
-            name = (arg2 or "").lower()
-            return sqlite3.SQLITE_DENY if name in _DENIED_FUNCTIONS else sqlite3.SQLITE_OK
-        if action in _ALLOWED_ACTIONS:
-            return sqlite3.SQLITE_OK
-        if self.internal and action == sqlite3.SQLITE_PRAGMA and arg1 in _INTERNAL_PRAGMAS:
-            return sqlite3.SQLITE_OK
-        return sqlite3.SQLITE_DENY
-
-
-@dataclass
-class _Conn:
-    db: sqlite3.Connection
-    guard: _Guard
+def _authorize(
+    action: int,
+    arg1: str | None,
+    arg2: str | None,
+    database: str | None,
+    trigger: str | None,
+) -> int:
+    """SQLite's authorizer: OK only for reading; everything else is denied."""
+    if action == sqlite3.SQLITE_FUNCTION:
+        denied = (arg2 or "").lower() in _DENIED_FUNCTIONS
+    elif action == sqlite3.SQLITE_READ:
+        denied = (arg1 or "").lower() in _DENIED_TABLES
+    elif action in _ALLOWED_ACTIONS:
+        denied = False
+    elif action == sqlite3.SQLITE_PRAGMA:
+        denied = (arg1 or "").lower() not in _INTROSPECTION_PRAGMAS
+    elif action == sqlite3.SQLITE_UPDATE:
+        # declaring an eponymous virtual table (json_each, pragma_table_info) reports this
+        denied = not (arg1 == "sqlite_master" and database == "main" and trigger is None)
+    else:
+        denied = True
+    return sqlite3.SQLITE_DENY if denied else sqlite3.SQLITE_OK
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ class SQLiteSource(Source):
         super().__init__(name)
         self.path = os.path.abspath(os.path.expanduser(path))
         self.max_connections = max_connections
-        self._idle: list[_Conn] = []
+        self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._slots = anyio.Semaphore(max_connections)
         # Own threads: a busy default thread pool must not delay this source.
@@ -140,9 +146,9 @@ class SQLiteSource(Source):
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
-            conn.db.close()
+            conn.close()
 
-    def _connect(self) -> _Conn:
+    def _connect(self) -> sqlite3.Connection:
         uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"
         try:
             db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
@@ -160,9 +166,8 @@ class SQLiteSource(Source):
             ) from None
         if hasattr(db, "enable_load_extension"):  # absent when Python is built without it
             db.enable_load_extension(False)
-        guard = _Guard()
-        db.set_authorizer(guard)
-        return _Conn(db, guard)
+        db.set_authorizer(_authorize)
+        return db
 
     # -- execution -----------------------------------------------------------------
 
@@ -173,7 +178,6 @@ class SQLiteSource(Source):
         *,
         max_rows: int,
         timeout: float,  # noqa: ASYNC109 - the engine must be interrupted, not just awaited
-        internal: bool = False,
     ) -> RowBatch:
         if not self._open:
             raise SourceUnavailable(f"source {self.name!r} is not started")
@@ -191,7 +195,7 @@ class SQLiteSource(Source):
         def work(state: Interruptible) -> RowBatch:
             conn = self._checkout()
             try:
-                return _execute(conn, state, sql, params, max_rows, internal)
+                return _execute(conn, state, sql, params, max_rows)
             finally:
                 self._checkin(conn, abandoned=state.abandoned)
 
@@ -211,16 +215,16 @@ class SQLiteSource(Source):
         finally:
             self._slots.release()
 
-    def _checkout(self) -> _Conn:
+    def _checkout(self) -> sqlite3.Connection:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
         return self._connect()
 
-    def _checkin(self, conn: _Conn, *, abandoned: bool) -> None:
+    def _checkin(self, conn: sqlite3.Connection, *, abandoned: bool) -> None:
         """Reuse a connection only when its call ended normally and nothing is left open."""
-        if abandoned or not self._open or conn.db.in_transaction:
-            conn.db.close()
+        if abandoned or not self._open or conn.in_transaction:
+            conn.close()
             return
         with self._lock:
             self._idle.append(conn)
@@ -250,9 +254,7 @@ class SQLiteSource(Source):
     # -- discovery -----------------------------------------------------------------
 
     async def _internal(self, sql: str, params: Sequence[Value] = ()) -> list[tuple[Value, ...]]:
-        batch = await self._run(
-            sql, params, max_rows=100_000, timeout=DISCOVERY_TIMEOUT, internal=True
-        )
+        batch = await self._run(sql, params, max_rows=100_000, timeout=DISCOVERY_TIMEOUT)
         return batch.rows
 
     async def _entries(self) -> list[_Entry]:
@@ -325,16 +327,14 @@ class SQLiteSource(Source):
 
 
 def _execute(
-    conn: _Conn,
+    conn: sqlite3.Connection,
     state: Interruptible,
     sql: str,
     params: Sequence[Value],
     max_rows: int,
-    internal: bool,
 ) -> RowBatch:
-    state.attach(conn.db)
-    conn.guard.internal = internal
-    cur = conn.db.cursor()
+    state.attach(conn)
+    cur = conn.cursor()
     try:
         if state.interrupted:
             raise sqlite3.OperationalError("interrupted")
@@ -343,7 +343,6 @@ def _execute(
         names = [str(d[0]) for d in (cur.description or [])]
     finally:
         cur.close()
-        conn.guard.internal = False
         state.detach()  # from here on a late interrupt cannot reach the next user
     columns = [Column(name, _storage_class(rows, i)) for i, name in enumerate(names)]
     return RowBatch(columns=columns, rows=rows[:max_rows], more=len(rows) > max_rows)
