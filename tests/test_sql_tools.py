@@ -455,6 +455,9 @@ async def test_cursors_are_bound_to_their_tool_and_arguments(example: Settings) 
             "orders_in_range", {**window, "end": "2023-06-30", "cursor": own}, raise_on_error=False
         )
         same = await client.call_tool("orders_in_range", {**window, "cursor": own})
+        mistyped = await client.call_tool(
+            "orders_in_range", {"end": "soon", "cursor": own}, raise_on_error=False
+        )
         tampered = await client.call_tool(
             "orders_in_range", {"cursor": own[:-3] + "AAA"}, raise_on_error=False
         )
@@ -463,6 +466,7 @@ async def test_cursors_are_bound_to_their_tool_and_arguments(example: Settings) 
     assert "belongs to tool 'orders_in_range', not 'find_customers'" in message(other)
     assert "argument 'end' differs" in message(changed)
     assert same.structured_content["offset"] == 50
+    assert "parameter 'end': Input should be a valid date" in message(mistyped)
     assert "signature" in message(tampered) or "not valid" in message(tampered)
 
 

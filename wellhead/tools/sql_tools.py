@@ -99,10 +99,10 @@ def _shown(value: Any) -> str:
     return text if len(text) <= _SHOWN_INPUT else text[: _SHOWN_INPUT - 3] + "..."
 
 
-def describe_errors(tool: str, config: SqlToolConfig, error: ValidationError) -> str:
+def describe_errors(tool: str, config: SqlToolConfig, errors: list[Any]) -> str:
     """One precise sentence per bad argument: which parameter, what came, what was expected."""
     problems = []
-    for item in error.errors():
+    for item in errors:
         loc = item["loc"]
         name = str(loc[0]) if loc else ""
         param = config.parameters.get(name)
@@ -220,7 +220,7 @@ class SqlTool(Tool):
         try:
             values = self._model.model_validate_json(json.dumps(arguments), strict=True)
         except ValidationError as exc:
-            raise InvalidRequest(describe_errors(self.name, self._config, exc)) from None
+            raise InvalidRequest(describe_errors(self.name, self._config, exc.errors())) from None
         params = {
             name: engine_value(getattr(values, name), param, self._dialect)
             for name, param in self._config.parameters.items()
@@ -250,9 +250,8 @@ class SqlTool(Tool):
             try:
                 value = self._adapters[name].validate_json(json.dumps(given), strict=True)
             except ValidationError as exc:
-                raise InvalidRequest(
-                    describe_errors(self.name, self._config, _prefixed(exc, name))
-                ) from None
+                rooted = [{**item, "loc": (name, *item["loc"])} for item in exc.errors()]
+                raise InvalidRequest(describe_errors(self.name, self._config, rooted)) from None
             param = self._config.parameters[name]
             if engine_value(value, param, self._dialect) != params[name]:
                 raise InvalidRequest(
@@ -274,12 +273,6 @@ class SqlTool(Tool):
             max_rows=self._config.max_rows,
             budget_bytes=self._config.budget_bytes,
         )
-
-
-def _prefixed(error: ValidationError, name: str) -> ValidationError:
-    """Re-root a single-parameter validation error at the parameter's name."""
-    items = [{**item, "loc": (name, *item["loc"])} for item in error.errors()]
-    return ValidationError.from_exception_data(error.title, items)  # type: ignore[arg-type]
 
 
 def _current_context() -> Any:
