@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -432,3 +433,22 @@ async def test_close_interrupts_queries_in_flight(own_source: DuckDBSource) -> N
         await anyio.sleep(0.2)
         await own_source.close()
     assert [str(e) for e in errors] == ["source 'lake' was closed"]
+
+
+@pytest.mark.anyio
+async def test_pool_stats(views_source: DuckDBSource) -> None:
+    assert views_source.pool_stats() == (16, 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: views_source.fetch(HEAVY, (), max_rows=1, timeout=60))
+        await _until(lambda: views_source.pool_stats()[1] == 1)
+        tg.cancel_scope.cancel()
+    assert views_source.pool_stats() == (16, 0)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) for a worker thread to reach a state; no timing is asserted."""
+    for _ in range(1000):
+        if condition():
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError("condition never became true")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -402,3 +403,26 @@ async def test_close_interrupts_queries_in_flight(source: SQLiteSource) -> None:
         await source.close()
     assert [str(e) for e in errors] == ["source 'shop' was closed"]
     assert source._idle == []  # the interrupted connection was closed, not pooled
+
+
+@pytest.mark.anyio
+async def test_pool_stats(source: SQLiteSource) -> None:
+    assert source.pool_stats() == (1, 0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: source.fetch(HEAVY, (), max_rows=1, timeout=60))
+        await _until(lambda: source.pool_stats()[1] == 1)
+        await source.fetch("SELECT 1", (), max_rows=1, timeout=10)
+        assert source.pool_stats() == (2, 1)
+        tg.cancel_scope.cancel()
+    assert source.pool_stats() == (2, 0)
+    await source.close()
+    assert source.pool_stats() == (0, 0)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait (bounded) for a worker thread to reach a state; no timing is asserted."""
+    for _ in range(1000):
+        if condition():
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError("condition never became true")

@@ -202,6 +202,10 @@ class DuckDBSource(Source):
 
     # -- execution -----------------------------------------------------------------
 
+    def pool_stats(self) -> tuple[int, int]:
+        """(cursor slots, cursors running a statement), read at metrics scrape."""
+        return int(self._limiter.total_tokens), len(self._active)
+
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         conn = self._conn
         if conn is None:

@@ -122,6 +122,7 @@ class SQLiteSource(Source):
         self._limiter = anyio.CapacityLimiter(max_connections)
         self._open = False
         self._active: set[Interruptible] = set()
+        self._connections = 0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -146,7 +147,7 @@ class SQLiteSource(Source):
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
-            conn.close()
+            self._discard(conn)
 
     def _connect(self) -> sqlite3.Connection:
         uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"
@@ -167,6 +168,8 @@ class SQLiteSource(Source):
         if hasattr(db, "enable_load_extension"):  # absent when Python is built without it
             db.enable_load_extension(False)
         db.set_authorizer(_authorize)
+        with self._lock:
+            self._connections += 1
         return db
 
     # -- execution -----------------------------------------------------------------
@@ -215,6 +218,16 @@ class SQLiteSource(Source):
         finally:
             self._slots.release()
 
+    def _discard(self, conn: sqlite3.Connection) -> None:
+        conn.close()
+        with self._lock:
+            self._connections -= 1
+
+    def pool_stats(self) -> tuple[int, int]:
+        """(open connections, connections running a statement), read at metrics scrape."""
+        with self._lock:
+            return self._connections, self._connections - len(self._idle)
+
     def _checkout(self) -> sqlite3.Connection:
         with self._lock:
             if self._idle:
@@ -224,7 +237,7 @@ class SQLiteSource(Source):
     def _checkin(self, conn: sqlite3.Connection, *, abandoned: bool) -> None:
         """Reuse a connection only when its call ended normally and nothing is left open."""
         if abandoned or not self._open or conn.in_transaction:
-            conn.close()
+            self._discard(conn)
             return
         with self._lock:
             self._idle.append(conn)
