@@ -689,46 +689,47 @@ async def test_sqlite_tool_binds_dates_as_text_and_pages_exactly(shop_sqlite: Pa
     assert {r[0] for r in without_c.structured_content["rows"]} < {r[0] for r in expected}
 
 
-def test_sqlite_array_parameters_are_refused_with_the_reason(shop_sqlite: Path) -> None:
+@pytest.mark.anyio
+async def test_sqlite_array_parameter_binds_as_json_for_json_each(shop_sqlite: Path) -> None:
+    settings = parse_settings(
+        {
+            "sources": {"lite": {"kind": "sqlite", "path": str(shop_sqlite)}},
+            "tools": {
+                "orders_by_ids": _tool(
+                    "SELECT order_id, ordered_on FROM orders "
+                    "WHERE order_id IN (SELECT value FROM json_each(:ids)) ORDER BY order_id",
+                    parameters={"ids": {"type": "array", "items": "integer", "max_items": 10}},
+                ),
+                "customers_since": _tool(
+                    "SELECT customer_id FROM customers "
+                    "WHERE signup_date IN (SELECT value FROM json_each(:days)) ORDER BY 1",
+                    parameters={"days": {"type": "array", "items": "date", "max_items": 10}},
+                ),
+            },
+        }
+    )
+    assert validate_sql_tools(settings) == []
+    async with Client(build_server(settings)) as client:
+        orders = await client.call_tool("orders_by_ids", {"ids": [9, 4, 1200, 99999]})
+        days = await client.call_tool("customers_since", {"days": ["2022-01-04", "2022-01-10"]})
+    assert [row[0] for row in orders.structured_content["rows"]] == [4, 9, 1200]
+    assert days.structured_content["rows"] == [[1], [3]]  # signup_date = 2022-01-01 + 3 * id
+
+
+def test_sqlite_array_outside_json_each_is_refused(shop_sqlite: Path) -> None:
     settings = parse_settings(
         {
             "sources": {"lite": {"kind": "sqlite", "path": str(shop_sqlite)}},
             "tools": {
                 "wrong": _tool(
-                    "SELECT * FROM orders WHERE order_id IN (SELECT value FROM json_each(:ids))",
+                    "SELECT * FROM orders WHERE order_id IN (:ids)",
                     parameters={"ids": {"type": "array", "items": "integer"}},
                 )
             },
         }
     )
     (problem,) = validate_sql_tools(settings)
-    assert problem.startswith("tools.wrong: sql: array parameter 'ids' is not available on SQLite")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the SQLite source's authorizer denies the sqlite_master update that creating the "
-    "eponymous json_each table triggers; once allowed, SQL tools can accept arrays on SQLite",
-)
-@pytest.mark.anyio
-async def test_sqlite_source_runs_json_each(shop_sqlite: Path) -> None:
-    from wellhead.sources import build_source
-
-    source = build_source(
-        "lite",
-        parse_settings({"sources": {"lite": {"kind": "sqlite", "path": str(shop_sqlite)}}}).sources[
-            "lite"
-        ],
-        query_timeout_s=5,
-    )
-    await source.start()
-    try:
-        batch = await source.fetch(
-            "SELECT value FROM json_each(?)", ["[1, 2]"], max_rows=10, timeout=5
-        )
-    finally:
-        await source.close()
-    assert [row[0] for row in batch.rows] == [1, 2]
+    assert "array parameter :ids must be used as json_each(:ids) on SQLite" in problem
 
 
 # --------------------------------------------------------------------------- PostgreSQL

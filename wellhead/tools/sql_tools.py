@@ -23,6 +23,7 @@ from fastmcp.tools import Tool, ToolResult
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError
 from pydantic import create_model as _create_model
+from sqlglot import exp
 
 from wellhead.config import Settings
 from wellhead.errors import ConfigError, InvalidRequest, QueryTimeout, WellheadError
@@ -130,8 +131,7 @@ def engine_value(value: Any, param: ParamConfig, dialect: str) -> Any:
     (where dates became ISO text) convert the same way as fresh ones.
 
     Dates are `datetime.date` (ISO text on SQLite, which stores dates as text). Arrays are
-    lists (DuckDB, PostgreSQL); on SQLite they would be JSON text for `json_each(:name)`,
-    which validation refuses for now (the SQLite source's authorizer denies json_each).
+    lists (DuckDB, PostgreSQL), or JSON text on SQLite, meant for `json_each(:name)`.
     """
     if value is None:
         return None
@@ -387,11 +387,28 @@ def _sql_problems(config: SqlToolConfig, dialect: str) -> list[str]:
         except WellheadError as exc:
             problems.append(exc.public_message)
     if dialect == "sqlite":
-        arrays = [n for n, p in config.parameters.items() if p.type == "array"]
-        if arrays:
+        problems += _sqlite_array_problems(checked.tree, config)
+    return problems
+
+
+def _sqlite_array_problems(tree: exp.Expression, config: SqlToolConfig) -> list[str]:
+    """SQLite has no arrays: an array arrives as JSON text, meaningful only inside json_* calls.
+
+    Anywhere else (`id IN (:ids)`) it would silently compare against the JSON text.
+    """
+    problems = []
+    for node in tree.find_all(exp.Placeholder):
+        name = node.this.name if isinstance(node.this, exp.Expression) else str(node.this)
+        param = config.parameters.get(name)
+        if param is None or param.type != "array":
+            continue
+        parent = node.parent
+        function = str(parent.this) if isinstance(parent, exp.Anonymous) else ""
+        if not function and isinstance(parent, exp.Func):
+            function = parent.sql_name()
+        if not function.lower().startswith("json"):
             problems.append(
-                "array parameter " + ", ".join(f"'{n}'" for n in arrays) + " is not available on "
-                "SQLite: it has no arrays, and the read-only authorizer refuses json_each; "
-                "declare one parameter per value, or serve the data from DuckDB or PostgreSQL"
+                f"array parameter :{name} must be used as json_each(:{name}) on SQLite, "
+                f"e.g. `id IN (SELECT value FROM json_each(:{name}))`"
             )
     return problems
