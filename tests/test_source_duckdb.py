@@ -225,6 +225,12 @@ async def test_statement_gate_names_the_statement(views_source: DuckDBSource) ->
         await views_source.fetch("COPY nums TO '/tmp/x.csv'", (), max_rows=1, timeout=5)
     with pytest.raises(UnsafeSQL, match="2 statements"):
         await views_source.fetch("SELECT 1; SELECT 2", (), max_rows=1, timeout=5)
+    with pytest.raises(UnsafeSQL, match="IN list"):
+        await views_source.fetch("PIVOT nums ON id USING sum(v)", (), max_rows=1, timeout=5)
+    with pytest.raises(UnsafeSQL, match="EXPLAIN"):
+        await views_source.fetch(
+            "EXPLAIN (FORMAT json) COPY nums TO '/tmp/x.csv'", (), max_rows=1, timeout=5
+        )
     with pytest.raises(UnsafeSQL, match="EXPLAIN"):
         await views_source.fetch(
             "/* hi */ EXPLAIN ANALYZE COPY nums TO '/tmp/x.csv'", (), max_rows=1, timeout=5
@@ -238,6 +244,8 @@ async def test_statement_gate_names_the_statement(views_source: DuckDBSource) ->
         "WITH a AS (SELECT id FROM nums) SELECT max(id) FROM a",
         "EXPLAIN SELECT * FROM nums",
         "-- why\nEXPLAIN ANALYZE SELECT count(*) FROM nums",
+        "EXPLAIN (ANALYZE, FORMAT json) SELECT * FROM nums",
+        "PIVOT nums ON id IN (1, 2) USING sum(v)",
         "FROM nums SELECT id LIMIT 1",
         "DESCRIBE nums",
         "SUMMARIZE nums",

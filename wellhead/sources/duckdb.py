@@ -67,7 +67,9 @@ _READERS = {
 _COMPRESSION = (".gz", ".zst")
 _VIEW_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LEADING_COMMENTS = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/)*", re.DOTALL)
-_EXPLAIN = re.compile(r"^EXPLAIN\s+(ANALYZE\s+)?(?P<inner>.*)$", re.DOTALL | re.IGNORECASE)
+_EXPLAIN = re.compile(
+    r"^EXPLAIN\s*(ANALYZE\s+|\([^()]*\)\s*)?(?P<inner>.*)$", re.DOTALL | re.IGNORECASE
+)
 _ALLOWED = {"SELECT"}
 
 
@@ -387,6 +389,11 @@ def _check_statement(cur: duckdb.DuckDBPyConnection, sql: str) -> None:
         if len(inner) == 1 and inner[0].type.name in _ALLOWED:
             return
         raise UnsafeSQL("only EXPLAIN [ANALYZE] of a single SELECT statement is allowed")
+    if kind == "MULTI":
+        raise UnsafeSQL(
+            "DuckDB would run this as several statements (a PIVOT without an IN list does); "
+            "list the pivot values explicitly: PIVOT ... ON col IN ('a', 'b') USING ..."
+        )
     if kind not in _ALLOWED:
         raise UnsafeSQL(
             f"DuckDB parsed this as a {kind} statement; this source is read-only and only "
