@@ -32,7 +32,7 @@ from wellhead.errors import SourceUnavailable
 
 # Pinned facts about version DEMO_SCHEMA_VERSION of the data. If a change to the generator moves
 # them, bump DEMO_SCHEMA_VERSION (so cached files of the old version are not reused) and update.
-PINNED_V1 = {"order_items": 1_998_778, "orders_total_sum": "719032303.26"}
+PINNED = {"order_items": 1_998_778, "orders_total_sum": "719032303.26"}
 
 
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:
@@ -102,6 +102,10 @@ def raced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[di
     # A half-written file left by a crashed builder must be cleaned up, not reused.
     stale = cache / f"demo-v{DEMO_SCHEMA_VERSION}.duckdb.tmp-999999"
     stale.write_bytes(b"garbage from a crashed build")
+    # Files of an older demo version are removed once the new one is in place.
+    older = cache / "demo-v1.duckdb"
+    older.write_bytes(b"an older version")
+    (cache / "demo-v1.duckdb.lock").touch()
     start_at = str(time.time() + 2.0)
     env = {**os.environ, "WELLHEAD_CACHE_DIR": "/nonexistent-must-not-be-used"}
     procs = [
@@ -216,9 +220,9 @@ def test_comments_for_agents(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def test_pinned_to_schema_version(con: duckdb.DuckDBPyConnection) -> None:
-    assert DEMO_SCHEMA_VERSION == 1, "new version: re-pin PINNED_V1 for it"
-    assert _scalar(con, "SELECT count(*) FROM order_items") == PINNED_V1["order_items"]
-    assert str(_scalar(con, "SELECT sum(total) FROM orders")) == PINNED_V1["orders_total_sum"]
+    assert DEMO_SCHEMA_VERSION == 2, "new version: re-pin PINNED for it"
+    assert _scalar(con, "SELECT count(*) FROM order_items") == PINNED["order_items"]
+    assert str(_scalar(con, "SELECT sum(total) FROM orders")) == PINNED["orders_total_sum"]
 
 
 def test_reuse_does_not_rebuild(demo_db: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -41,7 +41,7 @@ log = logging.getLogger("wellhead.demo")
 
 # Bump when the schema or the generated values change: the file name carries it, so a new version
 # builds a fresh file instead of reusing a stale one.
-DEMO_SCHEMA_VERSION = 1
+DEMO_SCHEMA_VERSION = 2
 
 DEMO_TABLES: tuple[str, ...] = ("customers", "products", "orders", "order_items")
 
@@ -405,6 +405,14 @@ def _remove_stale_temps(final: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def _remove_older_versions(final: Path) -> None:
+    """Free the disk older demo versions use (~150 MB each); open handles keep working."""
+    for old in final.parent.glob("demo-v*.duckdb*"):
+        version = old.name.removeprefix("demo-v").split(".", 1)[0]
+        if version.isdigit() and int(version) < DEMO_SCHEMA_VERSION:
+            old.unlink(missing_ok=True)
+
+
 def ensure_demo_database(cache_dir: Path | None = None) -> Path:
     """Return the demo DuckDB file, building it first if this version is not cached yet.
 
@@ -438,6 +446,7 @@ def _build_into_place(final: Path) -> None:
     try:
         build_demo_database(tmp)
         os.replace(tmp, final)
+        _remove_older_versions(final)
     finally:
         tmp.unlink(missing_ok=True)
         tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
