@@ -233,7 +233,7 @@ async def test_typed_call_returns_the_engine_rows(example: Settings, shop_duckdb
         )
         default = await client.call_tool("top_customers", {"region": "east"})
     page = result.structured_content
-    # Same rows; their order is checked in the xfail test below (a paging.py bug).
+    # Same rows; their order is checked in the test below.
     assert sorted(page["rows"]) == sorted(expected)
     assert [c[0] for c in page["columns"]] == ["customer_id", "name", "revenue", "orders"]
     assert [c[1] for c in page["columns"]] == ["INTEGER", "VARCHAR", "DECIMAL(38,2)", "BIGINT"]
@@ -242,11 +242,6 @@ async def test_typed_call_returns_the_engine_rows(example: Settings, shop_duckdb
     assert sorted(default.structured_content["rows"]) == sorted(defaults)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="paging.paged_tree wraps a statement whose LIMIT is a parameter in a subquery and "
-    "orders the outer query by column ordinals only, dropping the statement's ORDER BY",
-)
 @pytest.mark.anyio
 async def test_parameterized_limit_keeps_the_statement_order(
     example: Settings, shop_duckdb: Path
@@ -399,11 +394,6 @@ async def test_per_tool_budget_is_honoured(example: Settings) -> None:
     assert "byte budget" in page["note"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.py must give SQL tools the same BudgetGuard cap as `query` "
-    "(limits.max_result_budget_bytes): a tool budget above result_budget_bytes is cut today",
-)
 @pytest.mark.anyio
 async def test_per_tool_budget_above_the_default_is_served_whole(example: Settings) -> None:
     tools = dict(example.model_dump(mode="json", exclude_unset=True)["tools"])

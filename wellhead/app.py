@@ -184,7 +184,9 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
             await runtime.close()
 
     overflow = OverflowStore(runtime.store, runtime.executor.codec, settings.state.overflow_ttl_s)
+    # Data tools fit their pages to the budget a call asks for (at most the configured max).
     budgets = {name: limits.max_result_budget_bytes for name in CORE_DATA_TOOLS}
+    budgets.update({name: limits.max_result_budget_bytes for name in sql_tool_names(settings)})
     budgets.update({name: t.budget_bytes for name, t in limits.per_tool.items() if t.budget_bytes})
     deadlines = {name: limits.query_timeout_s + 5 for name in CORE_DATA_TOOLS}
     deadlines.update({name: t.timeout_s for name, t in limits.per_tool.items() if t.timeout_s})
@@ -221,6 +223,14 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
     _add_http_routes(mcp, runtime)
     mcp.wellhead_runtime = runtime  # type: ignore[attr-defined]
     return mcp
+
+
+def sql_tool_names(settings: Settings) -> list[str]:
+    if not settings.tools:
+        return []
+    from wellhead.tools.sql_tools import enabled_tools
+
+    return list(enabled_tools(settings))
 
 
 def _register_sql_tools(mcp: FastMCP, settings: Settings, runtime: Runtime) -> None:

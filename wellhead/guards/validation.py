@@ -8,12 +8,11 @@ then fail in confusing ways. Here a mismatch becomes a structured `invalid_outpu
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
+import jsonschema_rs
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools import ToolResult
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 from mcp.types import CallToolRequestParams
 
 from wellhead.guards.calls import ToolFailure
@@ -23,13 +22,17 @@ log = logging.getLogger("wellhead.validation")
 
 class OutputGuard(Middleware):
     def __init__(self) -> None:
-        self._validators: dict[str, tuple[int, Draft202012Validator]] = {}
+        self._validators: dict[str, tuple[int, Any]] = {}
 
-    def _validator(self, name: str, schema: dict[str, Any]) -> Draft202012Validator:
+    def _validator(self, name: str, schema: dict[str, Any]) -> Any:
+        """A compiled validator (jsonschema-rs: a page of 100k rows checks in milliseconds)."""
         key = id(schema)
         cached = self._validators.get(name)
         if cached is None or cached[0] != key:
-            cached = (key, Draft202012Validator(schema))
+            try:
+                cached = (key, jsonschema_rs.validator_for(schema))
+            except (jsonschema_rs.ValidationError, ValueError) as exc:
+                self._reject(name, "(schema)", f"the tool's own output schema is invalid: {exc}")
             self._validators[name] = cached
         return cached[1]
 
@@ -48,22 +51,14 @@ class OutputGuard(Middleware):
             return result
         if result.structured_content is None:
             self._reject(name, "(result)", "the tool declares an output schema but returned none")
-        try:
-            errors = sorted(
-                self._validator(name, schema).iter_errors(result.structured_content),
-                key=lambda e: list(e.absolute_path),
-            )
-        except SchemaError as exc:
-            self._reject(
-                name, "(schema)", f"the tool's own output schema is invalid: {exc.message}"
-            )
-        if errors:
-            first = errors[0]
-            path = "/".join(str(p) for p in first.absolute_path) or "(root)"
-            self._reject(name, path, first.message[:300], count=len(errors))
+        validator = self._validator(name, schema)
+        if not validator.is_valid(result.structured_content):
+            errors = list(validator.iter_errors(result.structured_content))
+            path = "/".join(str(p) for p in errors[0].instance_path) or "(root)"
+            self._reject(name, path, errors[0].message[:300], count=len(errors))
         return result
 
-    def _reject(self, tool: str, path: str, problem: str, count: int = 1) -> None:
+    def _reject(self, tool: str, path: str, problem: str, count: int = 1) -> NoReturn:
         log.error(
             "tool %s returned data that violates its output schema at %s: %s",
             tool,

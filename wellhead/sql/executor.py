@@ -28,6 +28,7 @@ from wellhead.sql.safety import CheckedStatement, bind_named, check_read_only
 ProgressCallback = Callable[[float, float], Awaitable[None]]
 _PROGRESS_EVERY_S = 1.0
 _ENVELOPE_SLACK = 256
+_ENCODE_IN_THREAD_ROWS = 2_000
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,12 @@ class QueryExecutor:
         columns = batch.columns
         names = [c.name for c in columns]
         envelope = self._envelope_size(request, columns, offset)
-        kept, _ = encoding.fit_rows(rows, max(budget - envelope, 1), names)
+        if len(rows) > _ENCODE_IN_THREAD_ROWS:  # converting a big page is CPU work: off the loop
+            kept, _ = await asyncio.to_thread(
+                encoding.fit_rows, rows, max(budget - envelope, 1), names
+            )
+        else:
+            kept, _ = encoding.fit_rows(rows, max(budget - envelope, 1), names)
         more = batch.more or len(kept) < len(rows)
 
         total = request.total

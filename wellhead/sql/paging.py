@@ -29,7 +29,21 @@ _CURSOR_VERSION = 1
 _MAC_BYTES = 16
 _PAGED = (exp.Select, exp.SetOperation)
 # PostgreSQL cannot order these types; they are left out of the tie-breaker.
-_UNORDERABLE_PG_TYPES = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
+_UNORDERABLE_PG_TYPES = (
+    "json",
+    "xml",
+    "point",
+    "line",
+    "lseg",
+    "box",
+    "path",
+    "polygon",
+    "circle",
+    "void",
+    "xid",
+    "cid",
+    "aclitem",
+)
 
 
 @dataclass(frozen=True)
@@ -98,21 +112,39 @@ def paged_tree(
     dialect: str,
     column_types: list[str] | None = None,
 ) -> exp.Expression:
-    """The statement restricted to rows [offset, offset + limit) of its total order."""
+    """The statement restricted to rows [offset, offset + limit) of its total order.
+
+    With literal (or no) LIMIT/OFFSET the page window is composed into the statement's own
+    window exactly. A parameterised window (`LIMIT :n`) cannot be composed before binding,
+    so the totally ordered statement becomes a subquery that the page window slices; the
+    engines keep a subquery's order under a bare LIMIT/OFFSET.
+    """
     tie_breakers = _tie_breaker_ordinals(column_count, dialect, column_types)
     node = tree.copy()
-    if not isinstance(node, _PAGED) or not _literal_window(node):
+    if not isinstance(node, _PAGED):
         node = exp.select("*").from_(exp.Subquery(this=node, alias=exp.TableAlias(this="_wh_q")))
+    node = _totally_ordered(node, tie_breakers)
+    if not _literal_window(node):
+        window = exp.select("*").from_(exp.Subquery(this=node, alias=exp.TableAlias(this="_wh_q")))
+        return _with_window(window, offset, limit)
+    return _with_window(node, offset, limit)
+
+
+def _totally_ordered(node: exp.Expression, tie_breakers: list[int]) -> exp.Expression:
+    """The user's ORDER BY, then every output column not already a key, by position."""
     existing = node.args.get("order")
-    if existing is None or not _orders_by_all(existing):
-        present = {
-            int(o.this.this)
-            for o in (existing.expressions if existing else [])
-            if isinstance(o.this, exp.Literal) and not o.this.is_string
-        }
-        extra = [exp.Literal.number(i) for i in tie_breakers if i not in present]
-        if extra:
-            node = node.order_by(*extra, append=True, copy=False)
+    if existing is not None and _orders_by_all(existing):
+        return node
+    present = {
+        int(o.this.this)
+        for o in (existing.expressions if existing else [])
+        if isinstance(o.this, exp.Literal) and not o.this.is_string
+    }
+    extra = [exp.Literal.number(i) for i in tie_breakers if i not in present]
+    return node.order_by(*extra, append=True, copy=False) if extra else node
+
+
+def _with_window(node: exp.Expression, offset: int, limit: int) -> exp.Expression:
     user_limit = _literal_int(node.args.get("limit"))
     user_offset = _literal_int(node.args.get("offset")) or 0
     start = user_offset + offset
