@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (never assert timings); see bench/README.md."""
