@@ -12,6 +12,8 @@ import time
 
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
+from fastmcp.tools import ToolResult
+from mcp.types import TextContent
 
 # What a careless driver puts in an exception message. The redaction rules recognise both
 # shapes (URL userinfo, `password=`); the test greps the client result and the whole log.
@@ -75,7 +77,7 @@ async def bad_output() -> dict[str, object]:
 
 @server.tool
 async def flood() -> str:
-    """Returns 10 MiB of text."""
+    """Returns 10 MiB of text (as `-> str`: FastMCP wraps it, so it has an output schema)."""
     return flood_text()
 
 
@@ -98,3 +100,9 @@ async def slow(seconds: float) -> str:
     """A well-behaved slow call (graceful-shutdown tests keep one in flight)."""
     await asyncio.sleep(seconds)
     return f"slept {seconds:g} s"
+
+
+@server.tool
+async def flood_text_block() -> ToolResult:
+    """Returns 10 MiB as one text block and no structured content (no output schema)."""
+    return ToolResult(content=[TextContent(type="text", text=flood_text())])
