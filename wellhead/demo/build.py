@@ -66,10 +66,11 @@ CREATE TEMP MACRO _xs13(x) AS xor(x, x >> 13);
 CREATE TEMP MACRO mix(n, s) AS
     _xs13((_xs15(((n) * 2654435761 + (s) * 97531) % 2147483648) * 2246822519) % 2147483648);
 CREATE TEMP MACRO pick(n, s, k) AS 1 + mix(n, s) % (k);
-CREATE TEMP MACRO product_price(p) AS CAST(
+CREATE TEMP MACRO price_cents(p) AS
     CASE WHEN mix(p, 41) % 10 < 6 THEN 200 + mix(p, 41) // 10 % 4800
          WHEN mix(p, 41) % 10 < 9 THEN 5000 + mix(p, 41) // 10 % 25000
-         ELSE 30000 + mix(p, 41) // 10 % 170000 END / 100 AS DECIMAL(10, 2));
+         ELSE 30000 + mix(p, 41) // 10 % 170000 END;
+CREATE TEMP MACRO product_price(p) AS CAST(price_cents(p) / 100 AS DECIMAL(10, 2));
 CREATE TEMP MACRO n_lines(o) AS CASE
     WHEN mix(o, 20) % 10 < 4 THEN 1 WHEN mix(o, 20) % 10 < 7 THEN 2
     WHEN mix(o, 20) % 10 < 9 THEN 3 ELSE 4 END;
@@ -214,11 +215,12 @@ SELECT
     product_price(id)
 FROM (SELECT range + 1 AS id, pick(range + 1, 12, {len(nouns)}) AS noun FROM range({n_prod}))"""
     # An order's total is its lines' sum, unrolled over the possible line numbers (a lambda or a
-    # join would cost several times more); p_l / q_l are NULL past the order's last line.
+    # join would cost several times more) and added in integer cents (DECIMAL products widen to
+    # 128-bit arithmetic); m_i, p_i, q_i are NULL past the order's last line.
     lines = range(1, _MAX_LINES + 1)
     line_mixes = ", ".join(f"CASE WHEN n >= {i} THEN line_mix(id, {i}) END AS m{i}" for i in lines)
     line_cols = ", ".join(f"line_product(m{i}) AS p{i}, line_quantity(m{i}) AS q{i}" for i in lines)
-    total = " + ".join(f"coalesce(q{i} * product_price(p{i}), 0)" for i in lines)
+    total_cents = " + ".join(f"coalesce(q{i} * price_cents(p{i}), 0)" for i in lines)
     orders = f"""
 INSERT INTO orders
 SELECT
@@ -231,7 +233,7 @@ SELECT
          WHEN mix(id, 34) % 100 < 6 THEN 'cancelled'
          WHEN mix(id, 34) % 100 < 11 THEN 'returned'
          ELSE 'delivered' END,
-    CAST({total} AS DECIMAL(12, 2)),
+    CAST(({total_cents}) / 100 AS DECIMAL(12, 2)),
     CASE WHEN mix(id, 35) % 100 < 55 THEN 'web'
          WHEN mix(id, 35) % 100 < 85 THEN 'mobile'
          WHEN mix(id, 35) % 100 < 95 THEN 'store'
