@@ -28,6 +28,7 @@ from wellhead.demo import (
     demo_database_path,
     ensure_demo_database,
 )
+from wellhead.demo import build as build_module
 from wellhead.errors import SourceUnavailable
 
 # Pinned facts about version DEMO_SCHEMA_VERSION of the data. If a change to the generator moves
@@ -287,3 +288,17 @@ def test_unwritable_cache_dir_is_a_clear_error(tmp_path: Path) -> None:
         ensure_demo_database(blocker / "cache")
     assert "WELLHEAD_CACHE_DIR" in str(info.value)
     assert str(blocker / "cache") in str(info.value)
+
+
+def test_failed_build_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection: a build step the engine rejects, after a table was already written.
+    broken = [
+        build_module._Step("create", "CREATE TABLE half_done AS SELECT 1 AS x"),
+        build_module._Step("boom", "SELECT * FROM no_such_table"),
+    ]
+    monkeypatch.setattr(build_module, "_build_steps", lambda: broken)
+    with pytest.raises(SourceUnavailable, match="no_such_table"):
+        ensure_demo_database(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {f"demo-v{DEMO_SCHEMA_VERSION}.duckdb.lock"}

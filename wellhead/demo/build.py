@@ -167,6 +167,30 @@ def _sql_list(values: list[str]) -> str:
     return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
 
+_COMMENTS = """
+COMMENT ON TABLE customers IS 'Demo: one row per customer (synthetic). Join orders on customer_id.';
+COMMENT ON COLUMN customers.country IS 'ISO 3166-1 alpha-2 country code';
+COMMENT ON COLUMN customers.region IS 'Sales region the country belongs to';
+COMMENT ON COLUMN customers.signup_date IS 'Date the customer created an account (2020..2024)';
+COMMENT ON COLUMN customers.segment IS 'consumer | small_business | enterprise';
+COMMENT ON TABLE products IS 'Demo: product catalogue (synthetic), one row per product.';
+COMMENT ON COLUMN products.category IS 'Top-level category, e.g. Electronics, Kitchen';
+COMMENT ON COLUMN products.price IS 'Current list price in USD';
+COMMENT ON TABLE orders IS
+    'Demo: 1,000,000 orders placed 2022-01-01..2024-12-31, order_id increases with ordered_at.';
+COMMENT ON COLUMN orders.ordered_at IS 'When the order was placed (UTC, no time zone)';
+COMMENT ON COLUMN orders.status IS
+    'pending | paid | shipped | delivered | cancelled | returned; open statuses only in late 2024';
+COMMENT ON COLUMN orders.total IS
+    'Order value in USD: exactly sum(quantity * unit_price) of its lines';
+COMMENT ON COLUMN orders.channel IS 'web | mobile | store | phone';
+COMMENT ON TABLE order_items IS 'Demo: order lines, 1 to 4 per order; key (order_id, line_no).';
+COMMENT ON COLUMN order_items.unit_price IS 'Price paid per unit in USD (the product list price)';
+COMMENT ON COLUMN order_items.product_id IS
+    'References products.product_id (every value exists there; not declared as a foreign key)';
+"""
+
+
 class _Step(NamedTuple):
     """One build statement; a sliced one runs once per order-id range, concurrently."""
 
@@ -278,30 +302,6 @@ FROM (
         _Step("order_items key", "ALTER TABLE order_items ADD PRIMARY KEY (order_id, line_no)"),
         _Step("comments", _COMMENTS),
     ]
-
-
-_COMMENTS = """
-COMMENT ON TABLE customers IS 'Demo: one row per customer (synthetic). Join orders on customer_id.';
-COMMENT ON COLUMN customers.country IS 'ISO 3166-1 alpha-2 country code';
-COMMENT ON COLUMN customers.region IS 'Sales region the country belongs to';
-COMMENT ON COLUMN customers.signup_date IS 'Date the customer created an account (2020..2024)';
-COMMENT ON COLUMN customers.segment IS 'consumer | small_business | enterprise';
-COMMENT ON TABLE products IS 'Demo: product catalogue (synthetic), one row per product.';
-COMMENT ON COLUMN products.category IS 'Top-level category, e.g. Electronics, Kitchen';
-COMMENT ON COLUMN products.price IS 'Current list price in USD';
-COMMENT ON TABLE orders IS
-    'Demo: 1,000,000 orders placed 2022-01-01..2024-12-31, order_id increases with ordered_at.';
-COMMENT ON COLUMN orders.ordered_at IS 'When the order was placed (UTC, no time zone)';
-COMMENT ON COLUMN orders.status IS
-    'pending | paid | shipped | delivered | cancelled | returned; open statuses only in late 2024';
-COMMENT ON COLUMN orders.total IS
-    'Order value in USD: exactly sum(quantity * unit_price) of its lines';
-COMMENT ON COLUMN orders.channel IS 'web | mobile | store | phone';
-COMMENT ON TABLE order_items IS 'Demo: order lines, 1 to 4 per order; key (order_id, line_no).';
-COMMENT ON COLUMN order_items.unit_price IS 'Price paid per unit in USD (the product list price)';
-COMMENT ON COLUMN order_items.product_id IS
-    'References products.product_id (every value exists there; not declared as a foreign key)';
-"""
 
 
 def demo_cache_dir(cache_dir: Path | None = None) -> Path:
