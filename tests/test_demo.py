@@ -173,7 +173,7 @@ def test_primary_and_foreign_keys_declared(con: duckdb.DuckDBPyConnection) -> No
         ("orders", "FOREIGN KEY", ("customer_id",), "customers", ("customer_id",)),
         ("order_items", "FOREIGN KEY", ("order_id",), "orders", ("order_id",)),
     }
-    # Not declared (it would slow the build by a third, see build.py); documented for agents.
+    # Not declared (its index would cost a quarter of the build, see build.py); documented instead.
     comment = _scalar(
         con,
         "SELECT comment FROM duckdb_columns() "
