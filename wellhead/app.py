@@ -85,6 +85,10 @@ class Runtime:
             inflight=self.inflight,
         )
         self._watchdog.start()
+        if self.settings.metrics.enabled and self.settings.metrics.port:
+            self._metrics_server = self.metrics.start_http_server(
+                self.settings.metrics.port, self.settings.server.host
+            )
         self.started = True
 
     async def close(self) -> None:
