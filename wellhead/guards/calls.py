@@ -17,6 +17,7 @@ from typing import Any
 
 from fastmcp.exceptions import NotFoundError, ToolError, ValidationError
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.server.sessions import InvalidSession, SessionAuthError
 from fastmcp.tools import ToolResult
 from mcp.types import CallToolRequestParams, TextContent
 
@@ -226,6 +227,11 @@ def _classify(exc: Exception, mask: bool) -> tuple[str, str, str, bool]:
         return "cancelled", cause.kind, cause.public_message, False
     if isinstance(cause, WellheadError):
         return "tool_error", cause.kind, cause.public_message, False
+    if isinstance(cause, InvalidSession | SessionAuthError):
+        # The caller's mistake (a stale or unminted session id, no credentials), worded
+        # by FastMCP for the caller and revealing nothing: say it, do not mask it.
+        advice = "; call create_session for a new id" if isinstance(cause, InvalidSession) else ""
+        return "tool_error", "invalid_session", f"{cause}{advice}", False
     if isinstance(cause, NotFoundError):
         return "tool_error", "unknown_tool", f"{cause}; call tools/list to see the tools", False
     if isinstance(exc, ValidationError) or type(cause).__name__ == "ValidationError":
