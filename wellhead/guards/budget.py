@@ -138,7 +138,8 @@ class BudgetGuard(Middleware):
         if context.fastmcp_context is not None:
             tool = await context.fastmcp_context.fastmcp.get_tool(name)
             schema = getattr(tool, "output_schema", None)
-        if schema or result.is_error:
+        wraps_text = _wraps_a_string(schema)
+        if (schema and not wraps_text) or result.is_error:
             raise ToolFailure(
                 "tool_error",
                 "budget_exceeded",
@@ -151,7 +152,16 @@ class BudgetGuard(Middleware):
             f"[truncated by wellhead: showing {len(head.encode()):,} of {total:,} bytes. "
             f"{advice}. Call read_more with cursor={cursor} for the rest, or narrow the call.]"
         )
+        text = f"{head}\n{note}"
         return ToolResult(
-            content=[TextContent(type="text", text=f"{head}\n{note}")],
+            content=[TextContent(type="text", text=text)],
+            structured_content={"result": text} if wraps_text else None,
             meta={"wellhead": {"truncated": True, "total_bytes": total, "next_cursor": cursor}},
         )
+
+
+def _wraps_a_string(schema: dict[str, Any] | None) -> bool:
+    """FastMCP's schema for a tool returning plain `str`: {"result": string}, marked as wrapped."""
+    if not schema or not schema.get("x-fastmcp-wrap-result"):
+        return False
+    return schema.get("properties", {}).get("result", {}).get("type") == "string"
