@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from wellhead.errors import ConfigError
 from wellhead.tools.sql_tool_config import SqlToolConfig, ToolsetsConfig
 
+_SOURCE_KINDS = ("duckdb", "sqlite", "postgres")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -230,7 +231,10 @@ def format_validation_error(error: ValidationError) -> str:
     """One line per problem: which key, what was expected."""
     lines = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        parts = list(item["loc"])
+        if len(parts) > 2 and parts[0] == "sources" and parts[2] in _SOURCE_KINDS:
+            del parts[2]  # pydantic's discriminator tag, not a key the user wrote
+        location = ".".join(str(part) for part in parts) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; unknown keys are refused)"
