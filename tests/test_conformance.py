@@ -413,12 +413,12 @@ def test_inspector_runs_a_query(inspector_target: list[str], tmp_dir: Path) -> N
         "--tool-name",
         "query",
         "--tool-arg",
-        "sql=select 1 as one",
+        "sql=SELECT count(*) FROM orders",
     )
     assert code == 0, stderr
     result = payload["result"]
     assert not result.get("isError"), result
-    assert result["structuredContent"]["rows"] == [[1]], result
+    assert result["structuredContent"]["rows"] == [[1_000_000]], result
 
 
 def test_inspector_sees_a_refused_write_as_a_tool_error(
