@@ -193,6 +193,7 @@ def test_runtime_runs_the_module_as_nonroot_with_the_documented_command(docker: 
     env = env_pairs(runtime)
     assert env["FASTMCP_CHECK_FOR_UPDATES"] == "off"
     assert env["WELLHEAD_CACHE_DIR"] == "/tmp/wellhead"
+    assert env["TZ"] == "UTC"  # log timestamps carry no zone
     # The venv's site-packages are copied to where PYTHONPATH points.
     copies = [shlex.split(c) for c in runtime.all("COPY")]
     assert ["--from=builder", "/opt/venv/lib/python3.11/site-packages", env["PYTHONPATH"]] in copies
