@@ -128,6 +128,9 @@ def serve(settings: Settings) -> int:
         )
     mcp = build_server(settings)
     if transport == "stdio":
+        from wellhead.guards.transport import watch_stdio_input
+
+        watch_stdio_input(show_debug=settings.logging.level == "DEBUG")
         asyncio.run(mcp.run_stdio_async(show_banner=False))
         return 0
 
