@@ -61,8 +61,11 @@ def pg_settings(search_path: str, **limits: Any):  # type: ignore[no-untyped-def
 
 
 @pytest.fixture(scope="module")
-def pg_demo(engine) -> str:  # type: ignore[no-untyped-def]
-    """Load the demo slice into schema `demo` (once per module) and grant the reader."""
+def pg_demo(engine):  # type: ignore[no-untyped-def]
+    """Load the demo slice into schema `demo` (once per module), grant the reader, drop after.
+
+    Dropped afterwards so the source tests, which list the fixture schemas, see none of it.
+    """
     admin = dsn("WELLHEAD_TEST_PG_ADMIN_DSN")
 
     async def load() -> None:
@@ -85,8 +88,16 @@ def pg_demo(engine) -> str:  # type: ignore[no-untyped-def]
         finally:
             await con.close()
 
+    async def drop() -> None:
+        con = await asyncpg.connect(admin)
+        try:
+            await con.execute("DROP SCHEMA IF EXISTS demo CASCADE")
+        finally:
+            await con.close()
+
     anyio.run(load)
-    return "demo"
+    yield "demo"
+    anyio.run(drop)
 
 
 def _pg_type(duckdb_type: str) -> str:
