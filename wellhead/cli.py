@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -131,7 +132,12 @@ def serve(settings: Settings) -> int:
         from wellhead.guards.transport import watch_stdio_input
 
         watch_stdio_input(show_debug=settings.logging.level == "DEBUG")
-        asyncio.run(mcp.run_stdio_async(show_banner=False))
+        # SIGTERM ends the run like Ctrl-C: the lifespan closes sources and flushes the audit.
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            asyncio.run(mcp.run_stdio_async(show_banner=False))
+        except KeyboardInterrupt:
+            log.info("stopped by signal", extra={"transport": "stdio"})
         return 0
 
     import uvicorn
@@ -155,8 +161,24 @@ def serve(settings: Settings) -> int:
         path,
         extra={"transport": transport, "stateless": server.stateless},
     )
-    uvicorn.Server(config).run()
+    runtime = mcp.wellhead_runtime  # type: ignore[attr-defined]
+
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM/SIGINT: report not-ready at once, then uvicorn drains in-flight calls."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            runtime.draining = True
+            log.info(
+                "draining: no new connections, finishing in-flight calls", extra={"signal": sig}
+            )
+            super().handle_exit(sig, frame)
+
+    DrainingServer(config).run()
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # pragma: no cover
