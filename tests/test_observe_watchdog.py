@@ -108,9 +108,7 @@ async def test_failing_callback_does_not_kill_the_watchdog(
     assert not task.done()
     assert wd.stalls >= 1
     # exc_text: the redacting log filter renders tracebacks into it and clears exc_info.
-    assert any(
-        r.exc_info or r.exc_text for r in caplog.records if r.name == "wellhead.watchdog"
-    )
+    assert any(r.exc_info or r.exc_text for r in caplog.records if r.name == "wellhead.watchdog")
     await wd.stop()
     assert task.done()
 

@@ -112,6 +112,12 @@ class Runtime:
 
     async def readiness(self) -> dict[str, str]:
         status: dict[str, str] = {}
+        if self.settings.state.backend == "redis":
+            try:
+                await asyncio.wait_for(self.store.get("readyz", collection="wellhead"), 2.0)
+                status["state_store"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready
+                status["state_store"] = f"unavailable: {type(exc).__name__}"
         for name, source in self.sources.items():
             try:
                 await asyncio.wait_for(source.ping(), timeout=2.0)
@@ -312,11 +318,11 @@ def _audit_sink(settings: Settings, metrics: Metrics) -> Any:
 def _audit_observer(sink: Any, settings: Settings) -> CallObserver:
     arguments = argument_policy(settings.logging.arguments)
 
-    def observe(record: CallRecord) -> None:
+    async def observe(record: CallRecord) -> None:
         event = call_event(record)
         if arguments is not None:
             event["arguments"] = arguments(record.arguments)
-        sink.emit(event)
+        await sink.aemit(event)  # waits (without blocking the loop) when the queue is full
 
     return observe
 

@@ -115,6 +115,7 @@ class ServerConfig(_Strict):
 class CursorConfig(_Strict):
     secret: str | None = Field(
         None,
+        min_length=16,
         description="HMAC key for cursors. Set it (same value on every replica) so cursors "
         "survive restarts and can be continued anywhere; unset means a random per-process key.",
     )

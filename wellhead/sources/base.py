@@ -79,10 +79,10 @@ class Source(abc.ABC):
     def __init__(self, name: str) -> None:
         self.name = name
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections and apply engine-level read-only settings. Fail fast and clearly."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; safe to call twice."""
 
     @abc.abstractmethod
