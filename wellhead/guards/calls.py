@@ -8,10 +8,11 @@ The process never dies of a tool.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,8 @@ from wellhead.sql import encoding
 
 log = logging.getLogger("wellhead.calls")
 
-CallObserver = Callable[["CallRecord"], None]
+CallObserver = Callable[["CallRecord"], Awaitable[None] | None]
+"""Called once per finished call; may be async (an audit hand-off that applies back-pressure)."""
 
 
 @dataclass
@@ -94,14 +96,14 @@ class CallGuard(Middleware):
         except BaseException as exc:  # noqa: BLE001 - the guard's whole job
             if not isinstance(exc, Exception):
                 record.outcome = "cancelled"
-                self._finish(record, None)
+                await self._finish(record, None)
                 raise
             result = self._error_result(record, exc)
         else:
             if result.is_error and record.outcome == "ok":
                 record.outcome = "tool_error"
             _measure(record, result)
-        self._finish(record, result)
+        await self._finish(record, result)
         return result
 
     def _error_result(self, record: CallRecord, exc: Exception) -> ToolResult:
@@ -120,7 +122,7 @@ class CallGuard(Middleware):
             content=[TextContent(type="text", text=encoding.dumps(payload))], is_error=True
         )
 
-    def _finish(self, record: CallRecord, result: ToolResult | None) -> None:
+    async def _finish(self, record: CallRecord, result: ToolResult | None) -> None:
         if self.inflight is not None:
             self.inflight.exit(record.invocation_id)
         if self.metrics is not None:
@@ -153,7 +155,9 @@ class CallGuard(Middleware):
         log.log(level, "tool_call", extra=fields)
         for observer in self.observers:
             try:
-                observer(record)
+                outcome = observer(record)
+                if inspect.isawaitable(outcome):
+                    await outcome
             except Exception:  # an observer must never break a call
                 log.exception("call observer %r failed", observer)
 
