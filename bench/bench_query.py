@@ -240,10 +240,10 @@ async def run_side(side: Side, args: argparse.Namespace, naive: dict[str, float]
     if naive:
         naive_growth = naive["peak"] - naive["before"]
         print(
-            f"vs fetchall() of the whole table: RSS +{naive_growth:.0f} MiB peak, Python heap "
+            f"vs fetchall() of the whole table: RSS +{naive_growth:.0f} MiB, Python heap "
             f"{naive['heap']:.0f} MiB -> RSS growth x{naive_growth / max(growth, 1.0):.0f} "
-            f"(wellhead's +{growth:.0f} MiB counted as at least 1 MiB)"
-            + (f", heap x{naive['heap'] / max(heap, 0.1):.0f}" if heap else "")
+            f"of wellhead's"
+            + (f", Python heap x{naive['heap'] / max(heap, 0.1):.0f}" if heap else "")
         )
 
     if args.default_pages:
