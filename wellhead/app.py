@@ -151,6 +151,7 @@ def state_store(settings: Settings) -> AsyncKeyValue:
     if settings.state.backend == "redis":
         from key_value.aio.stores.redis import RedisStore
 
+        assert settings.state.redis_url  # the config refuses redis without a url
         return RedisStore(url=settings.state.redis_url)
     from key_value.aio.stores.memory import MemoryStore
 

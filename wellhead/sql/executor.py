@@ -134,10 +134,10 @@ class QueryExecutor:
         self, source: Source, checked: CheckedStatement, params: dict[str, Any]
     ) -> BoundStatement:
         sql, values = bind_named(checked, params, source.placeholder_style)  # type: ignore[arg-type]
-        tree = None
+        tree: exp.Expression | None = None
         if checked.pageable:
             try:
-                tree = sqlglot.parse_one(sql, read=source.dialect)
+                tree = sqlglot.parse_one(sql, read=source.dialect)  # type: ignore[assignment]
             except SqlglotError as exc:  # the checked text parsed; its bound twin must too
                 raise UnsafeSQL(f"could not re-parse the bound statement: {exc}") from None
         return BoundStatement(checked=checked, sql=sql, tree=tree, values=values)

@@ -141,7 +141,9 @@ def _totally_ordered(node: exp.Expression, tie_breakers: list[int]) -> exp.Expre
         if isinstance(o.this, exp.Literal) and not o.this.is_string
     }
     extra = [exp.Literal.number(i) for i in tie_breakers if i not in present]
-    return node.order_by(*extra, append=True, copy=False) if extra else node
+    if not extra or not isinstance(node, exp.Select | exp.SetOperation):
+        return node
+    return node.order_by(*extra, append=True, copy=False)
 
 
 def _with_window(node: exp.Expression, offset: int, limit: int) -> exp.Expression:
