@@ -198,3 +198,19 @@ async def test_explain_is_answered(demo_db):
     async with client_for(settings_for(demo_db)) as client:
         result = await client.call_tool("query", {"sql": "EXPLAIN SELECT count(*) FROM orders"})
     assert result.structured_content["rows"]
+
+
+async def test_bad_arguments_get_short_precise_errors(demo_db):
+    async with client_for(settings_for(demo_db)) as client:
+        wrong_type = await client.call_tool(
+            "query", {"sql": "select 1", "max_rows": "abc"}, raise_on_error=False
+        )
+        unknown = await client.call_tool("query", {"sqll": "select 1"}, raise_on_error=False)
+        missing_table = await client.call_tool(
+            "query", {"sql": "SELECT * FROM nope"}, raise_on_error=False
+        )
+    assert error_of(wrong_type)["message"].startswith("invalid arguments: max_rows:")
+    assert "errors.pydantic.dev" not in error_of(wrong_type)["message"]
+    assert "sqll: unknown argument" in error_of(unknown)["message"]
+    message = error_of(missing_table)["message"]
+    assert "nope" in message and "_wh_q" not in message  # paging's wrapper stays invisible

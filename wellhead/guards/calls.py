@@ -21,6 +21,7 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.server.sessions import InvalidSession, SessionAuthError
 from fastmcp.tools import ToolResult
 from mcp.types import CallToolRequestParams, TextContent
+from pydantic import ValidationError as PydanticValidationError
 
 from wellhead.errors import QueryCancelled, QueryTimeout, WellheadError
 from wellhead.observe.tracing import current_trace_id
@@ -218,6 +219,29 @@ def _result_bytes(result: ToolResult) -> int:
     return size
 
 
+def _argument_problems(exc: Exception) -> str:
+    """One short line per bad argument: which one, what was expected, what came."""
+    source = exc.__cause__ if isinstance(exc.__cause__, PydanticValidationError) else exc
+    if not isinstance(source, PydanticValidationError):
+        return str(exc) or "invalid arguments"
+    problems = []
+    for error in source.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "arguments"
+        message = error["msg"]
+        if error["type"] == "unexpected_keyword_argument":
+            message = "unknown argument; see the tool's input schema"
+        elif error["type"] == "missing_argument":
+            message = "required argument is missing"
+        got = error.get("input")
+        shown = (
+            f" (got {got!r})"[:80]
+            if got is not None and error["type"] != "missing_argument"
+            else ""
+        )
+        problems.append(f"{where}: {message}{shown}")
+    return "invalid arguments: " + "; ".join(problems)
+
+
 def _classify(exc: Exception, mask: bool) -> tuple[str, str, str, bool]:
     """(outcome, error kind, public message, is_internal) for an exception."""
     cause = exc
@@ -239,7 +263,7 @@ def _classify(exc: Exception, mask: bool) -> tuple[str, str, str, bool]:
     if isinstance(cause, NotFoundError):
         return "tool_error", "unknown_tool", f"{cause}; call tools/list to see the tools", False
     if isinstance(exc, ValidationError) or type(cause).__name__ == "ValidationError":
-        return "tool_error", "invalid_arguments", str(exc) or "invalid arguments", False
+        return "tool_error", "invalid_arguments", _argument_problems(exc), False
     if isinstance(exc, ToolError) and exc.__cause__ is None:
         return "tool_error", "tool_error", str(exc), False
     message = "internal error; the operator can find details in the server log by error_id"

@@ -19,7 +19,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from wellhead.config import LimitsConfig
-from wellhead.errors import CursorError, InvalidRequest, QueryTimeout, UnsafeSQL
+from wellhead.errors import CursorError, InvalidRequest, QueryFailed, QueryTimeout, UnsafeSQL
 from wellhead.sources.base import Column, RowBatch, Source
 from wellhead.sql import encoding
 from wellhead.sql.paging import CursorCodec, CursorState, count_tree, paged_tree, probe_tree
@@ -233,6 +233,8 @@ class QueryExecutor:
             if timeout is not None and time.monotonic() < deadline:
                 raise  # only the count's own limit passed; the caller decides
             raise _timeout(self.limits.query_timeout_s) from None
+        except QueryFailed as exc:
+            raise QueryFailed(_without_wrapper_context(exc.public_message)) from None
 
     async def _count(
         self, source: Source, statement: BoundStatement, tree: exp.Expression, deadline: float
@@ -278,6 +280,18 @@ def _note(
         "Pass next_cursor as `cursor` for the next page, or narrow the query "
         "(WHERE, fewer columns, GROUP BY, LIMIT)."
     )
+
+
+def _without_wrapper_context(message: str) -> str:
+    """Engine errors quote the statement as run; paging wrapped it, which would only confuse."""
+    if "_wh_q" not in message:
+        return message
+    kept = []
+    for line in message.splitlines():
+        if line.startswith("LINE ") or (line.strip() and set(line.strip()) <= {"^"}):
+            continue
+        kept.append(line)
+    return "\n".join(kept).strip()
 
 
 def _timeout(seconds: float) -> QueryTimeout:
