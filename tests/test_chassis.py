@@ -196,16 +196,16 @@ async def test_schema_violating_output_is_withheld(server: ServerProcess):
     assert calls_metric(server, "bad_output", "invalid_output") == 1
 
 
-async def read_back(client: Client, cursor: str) -> tuple[str, int]:
-    """Walk `read_more` from `cursor` to the end; the text and the number of calls."""
-    text, calls = [], 0
+async def read_back(client: Client, cursor: str) -> tuple[str, int, int]:
+    """Walk `read_more` from `cursor` to the end: the text, its total_bytes, the calls made."""
+    text, calls, total = [], 0, 0
     while cursor:
         chunk = (await client.call_tool("read_more", {"cursor": cursor})).structured_content
         assert len(chunk["chunk"].encode()) <= BUDGET
-        assert chunk["total_bytes"] == FLOOD_BYTES
+        total = chunk["total_bytes"]
         text.append(chunk["chunk"])
         cursor, calls = chunk["next_cursor"], calls + 1
-    return "".join(text), calls
+    return "".join(text), total, calls
 
 
 async def test_ten_megabytes_are_never_sent_silently_and_read_back_exactly(
@@ -213,20 +213,8 @@ async def test_ten_megabytes_are_never_sent_silently_and_read_back_exactly(
 ):
     expected = flood_text()
     async with Client(server.mcp_url) as client:
-        # `-> str` has an output schema a partial result would break: a structured refusal.
-        refused = await client.call_tool("flood", {}, raise_on_error=False)
-        # A plain text block: the first chunk, marked, with the cursor alongside.
-        truncated = await client.call_tool("flood_text_block", {}, raise_on_error=False)
-        payload = error_of(refused)
-        assert payload["error"] == "budget_exceeded"
-        size = re.search(r"returned ([\d,]+) bytes, more than its ([\d,]+)-", payload["message"])
-        assert size is not None, payload["message"]
-        assert int(size.group(1).replace(",", "")) >= FLOOD_BYTES
-        assert int(size.group(2).replace(",", "")) == BUDGET
-        cursor = re.search(r"cursor=(\S+?)[ .]", payload["message"])
-        assert cursor is not None
-        whole, calls = await read_back(client, cursor.group(1))
-
+        # Plain text (`-> str`): the first chunk, marked as cut, with a cursor for the rest.
+        truncated = await client.call_tool("flood", {}, raise_on_error=False)
         assert not truncated.is_error
         text = truncated.content[0].text
         head, _, note = text.rpartition("\n[truncated by wellhead")
@@ -235,21 +223,36 @@ async def test_ten_megabytes_are_never_sent_silently_and_read_back_exactly(
         meta = truncated.meta["wellhead"]
         assert meta["truncated"] is True and meta["total_bytes"] == FLOOD_BYTES
         assert meta["next_cursor"] in note
-        whole_text, _ = await read_back(client, meta["next_cursor"])
-    assert whole == expected, "read_more did not give back the exact 10 MiB"
-    assert whole_text == expected
-    assert calls >= FLOOD_BYTES // BUDGET
+        whole_text, total, text_calls = await read_back(client, meta["next_cursor"])
 
-    refused_line = call_line(server, "flood", payload["error_id"])
+        # A declared object schema, which a partial result would break: a structured refusal
+        # that carries the cursor (the kept text is the result's JSON).
+        refused = await client.call_tool("flood_structured", {}, raise_on_error=False)
+        payload = error_of(refused)
+        assert payload["error"] == "budget_exceeded"
+        size = re.search(r"returned ([\d,]+) bytes, more than its ([\d,]+)-", payload["message"])
+        assert size is not None, payload["message"]
+        assert int(size.group(1).replace(",", "")) >= FLOOD_BYTES
+        assert int(size.group(2).replace(",", "")) == BUDGET
+        cursor = re.search(r"cursor=(\S+?)[ .]", payload["message"])
+        assert cursor is not None
+        whole_json, json_total, json_calls = await read_back(client, cursor.group(1))
+    assert total == FLOOD_BYTES
+    assert whole_text == expected, "read_more did not give back the exact 10 MiB"
+    assert text_calls >= FLOOD_BYTES // BUDGET
+    assert json_total == len(whole_json.encode()) > FLOOD_BYTES
+    assert json.loads(whole_json) == {"text": expected}
+
+    text_line = call_line(server, "flood")
+    assert text_line["outcome"] == "ok" and text_line["truncated"] is True
+    assert text_line["response_bytes"] < 3 * BUDGET  # never the 10 MiB
+    refused_line = call_line(server, "flood_structured", payload["error_id"])
     assert refused_line["outcome"] == "tool_error"
     assert refused_line["error_kind"] == "budget_exceeded"
     assert refused_line["response_bytes"] < BUDGET
-    text_line = call_line(server, "flood_text_block")
-    assert text_line["outcome"] == "ok" and text_line["truncated"] is True
-    assert text_line["response_bytes"] <= BUDGET
-    assert calls_metric(server, "flood", "tool_error") == 1
-    assert calls_metric(server, "flood_text_block", "ok") == 1
-    assert calls_metric(server, "read_more", "ok") == calls * 2
+    assert calls_metric(server, "flood", "ok") == 1
+    assert calls_metric(server, "flood_structured", "tool_error") == 1
+    assert calls_metric(server, "read_more", "ok") == text_calls + json_calls
 
 
 async def test_loop_blocking_tool_is_named_by_the_watchdog(server: ServerProcess):

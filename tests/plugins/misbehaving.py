@@ -12,8 +12,6 @@ import time
 
 from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
-from fastmcp.tools import ToolResult
-from mcp.types import TextContent
 
 # What a careless driver puts in an exception message. The redaction rules recognise both
 # shapes (URL userinfo, `password=`); the test greps the client result and the whole log.
@@ -77,8 +75,20 @@ async def bad_output() -> dict[str, object]:
 
 @server.tool
 async def flood() -> str:
-    """Returns 10 MiB of text (as `-> str`: FastMCP wraps it, so it has an output schema)."""
+    """Returns 10 MiB of text (`-> str`: FastMCP wraps it as {"result": ...})."""
     return flood_text()
+
+
+@server.tool(
+    output_schema={
+        "type": "object",
+        "properties": {"text": {"type": "string"}},
+        "required": ["text"],
+    }
+)
+async def flood_structured() -> dict[str, str]:
+    """Returns 10 MiB inside structured content with a declared schema."""
+    return {"text": flood_text()}
 
 
 @server.tool
@@ -100,9 +110,3 @@ async def slow(seconds: float) -> str:
     """A well-behaved slow call (graceful-shutdown tests keep one in flight)."""
     await asyncio.sleep(seconds)
     return f"slept {seconds:g} s"
-
-
-@server.tool
-async def flood_text_block() -> ToolResult:
-    """Returns 10 MiB as one text block and no structured content (no output schema)."""
-    return ToolResult(content=[TextContent(type="text", text=flood_text())])
