@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from wellhead.config import DuckDBSourceConfig, Settings
 from wellhead.errors import ConfigError, WellheadError
 from wellhead.guards.budget import BudgetGuard, OverflowStore
-from wellhead.guards.calls import CallGuard, CallObserver, CallRecord
+from wellhead.guards.calls import CallGuard, CallObserver, CallRecord, call_event
 from wellhead.guards.deadlines import DeadlineGuard
 from wellhead.guards.validation import OutputGuard
 from wellhead.observe.metrics import Metrics
@@ -261,26 +261,6 @@ def argument_policy(policy: str) -> Any:
     if policy == "hashed":
         return lambda arguments: {k: hash_value(v) for k, v in arguments.items()}
     return redact_mapping
-
-
-def call_event(record: CallRecord) -> dict[str, Any]:
-    return {
-        "event": "tool_call",
-        "tool_name": record.tool_name,
-        "invocation_id": record.invocation_id,
-        "request_id": record.request_id,
-        "session_id": record.session_id,
-        "client_id": record.client_id,
-        "transport": record.transport,
-        "execution_time_ms": record.execution_time_ms,
-        "request_bytes": record.request_bytes,
-        "response_bytes": record.response_bytes,
-        "rows": record.rows,
-        "truncated": record.truncated,
-        "outcome": record.outcome,
-        "error_id": record.error_id,
-        "error_kind": record.error_kind,
-    }
 
 
 def _metrics_observer(metrics: Metrics) -> CallObserver:

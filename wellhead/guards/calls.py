@@ -53,6 +53,7 @@ class CallRecord:
     outcome: str = "ok"
     error_id: str | None = None
     error_kind: str | None = None
+    trace_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -131,24 +132,8 @@ class CallGuard(Middleware):
         record.execution_time_ms = round((time.perf_counter() - record.started) * 1000, 3)
         if result is not None and not record.response_bytes:
             record.response_bytes = _result_bytes(result)
-        fields = {
-            "event": "tool_call",
-            "tool_name": record.tool_name,
-            "invocation_id": record.invocation_id,
-            "request_id": record.request_id,
-            "session_id": record.session_id,
-            "client_id": record.client_id,
-            "transport": record.transport,
-            "execution_time_ms": record.execution_time_ms,
-            "request_bytes": record.request_bytes,
-            "response_bytes": record.response_bytes,
-            "rows": record.rows,
-            "truncated": record.truncated,
-            "outcome": record.outcome,
-            "error_id": record.error_id,
-            "error_kind": record.error_kind,
-            "trace_id": current_trace_id(),
-        }
+        record.trace_id = current_trace_id()
+        fields = call_event(record)
         if self.log_arguments is not None:
             fields["arguments"] = self.log_arguments(record.arguments)
         fields.update(record.extra)
@@ -161,6 +146,28 @@ class CallGuard(Middleware):
                     await outcome
             except Exception:  # an observer must never break a call
                 log.exception("call observer %r failed", observer)
+
+
+def call_event(record: CallRecord) -> dict[str, Any]:
+    """The `tool_call` event: the log line's fields, and the audit event's."""
+    return {
+        "event": "tool_call",
+        "tool_name": record.tool_name,
+        "invocation_id": record.invocation_id,
+        "request_id": record.request_id,
+        "session_id": record.session_id,
+        "client_id": record.client_id,
+        "transport": record.transport,
+        "execution_time_ms": record.execution_time_ms,
+        "request_bytes": record.request_bytes,
+        "response_bytes": record.response_bytes,
+        "rows": record.rows,
+        "truncated": record.truncated,
+        "outcome": record.outcome,
+        "error_id": record.error_id,
+        "error_kind": record.error_kind,
+        "trace_id": record.trace_id,
+    }
 
 
 def _new_record(context: MiddlewareContext[CallToolRequestParams]) -> CallRecord:
