@@ -39,6 +39,7 @@ from wellhead.errors import (
     WellheadError,
 )
 from wellhead.sources._catalog import quote_ident, resolve
+from wellhead.sources._dbapi import fetch_upto
 from wellhead.sources._threads import Deadline, Interruptible, run_interruptible, timeout_error
 from wellhead.sources.base import (
     Column,
@@ -53,7 +54,6 @@ from wellhead.sources.base import (
 
 DISCOVERY_TIMEOUT = 15.0
 PING_TIMEOUT = 5.0
-FETCH_CHUNK = 2048
 MAX_ERROR_CHARS = 2000
 
 _READERS = {
@@ -233,7 +233,7 @@ class DuckDBSource(Source):
                 if state.interrupted:
                     raise duckdb.InterruptException("interrupted before start")
                 cur.execute(sql, list(params) if params else None)
-                rows = _fetch_upto(cur, max_rows + 1)
+                rows = fetch_upto(cur, max_rows + 1)
                 columns = [Column(str(d[0]), str(d[1])) for d in (cur.description or [])]
             finally:
                 state.detach()
@@ -360,17 +360,6 @@ class DuckDBSource(Source):
 def _interrupt(handle: object) -> None:
     assert isinstance(handle, duckdb.DuckDBPyConnection)
     handle.interrupt()
-
-
-def _fetch_upto(cur: duckdb.DuckDBPyConnection, limit: int) -> list[tuple[Value, ...]]:
-    """Fetch at most `limit` rows in chunks; the rest of the result is never produced."""
-    rows: list[tuple[Value, ...]] = []
-    while len(rows) < limit:
-        chunk = cur.fetchmany(min(FETCH_CHUNK, limit - len(rows)))
-        if not chunk:
-            break
-        rows.extend(chunk)
-    return rows
 
 
 def _check_statement(cur: duckdb.DuckDBPyConnection, sql: str) -> None:

@@ -31,6 +31,7 @@ from wellhead.errors import (
     WellheadError,
 )
 from wellhead.sources._catalog import quote_ident, resolve
+from wellhead.sources._dbapi import fetch_upto
 from wellhead.sources._threads import Deadline, Interruptible, run_interruptible, timeout_error
 from wellhead.sources.base import (
     Column,
@@ -45,7 +46,6 @@ from wellhead.sources.base import (
 
 DISCOVERY_TIMEOUT = 15.0
 PING_TIMEOUT = 5.0
-FETCH_CHUNK = 2048
 MAX_ERROR_CHARS = 2000
 
 _ALLOWED_ACTIONS = {
@@ -352,7 +352,7 @@ def _execute(
         if state.interrupted:
             raise sqlite3.OperationalError("interrupted")
         cur.execute(sql, tuple(params))
-        rows = _fetch_upto(cur, max_rows + 1)
+        rows = fetch_upto(cur, max_rows + 1)
         names = [str(d[0]) for d in (cur.description or [])]
     finally:
         cur.close()
@@ -364,17 +364,6 @@ def _execute(
 def _interrupt(handle: object) -> None:
     assert isinstance(handle, sqlite3.Connection)
     handle.interrupt()
-
-
-def _fetch_upto(cur: sqlite3.Cursor, limit: int) -> list[tuple[Value, ...]]:
-    """Fetch at most `limit` rows in chunks; SQLite never computes the rest."""
-    rows: list[tuple[Value, ...]] = []
-    while len(rows) < limit:
-        chunk = cur.fetchmany(min(FETCH_CHUNK, limit - len(rows)))
-        if not chunk:
-            break
-        rows.extend(chunk)
-    return rows
 
 
 def _storage_class(rows: list[tuple[Value, ...]], index: int) -> str:
