@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import io
 import logging
 import os
 import pstats
@@ -206,23 +205,50 @@ async def breakdown(args: argparse.Namespace, directory: Path) -> None:
         )
 
 
+def where(filename: str) -> str:
+    """A profiled function's home: a wellhead module, a package, or the standard library."""
+    if "/wellhead/" in filename and "site-packages" not in filename:
+        return "wellhead/" + filename.split("/wellhead/", 1)[1]
+    if "site-packages/" in filename:
+        parts = filename.split("site-packages/", 1)[1].split("/")
+        return "/".join(parts[:2]) if parts[0] in ("fastmcp", "mcp") else parts[0]
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins"
+    path = Path(filename)
+    return "stdlib:" + (path.parent.name if path.name == "__init__.py" else path.stem)
+
+
+def own_time_by_module(profiler: cProfile.Profile) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    for (filename, _, _), (_, _, tottime, _, _) in stats.items():
+        key = where(filename)
+        totals[key] = totals.get(key, 0.0) + tottime
+    return totals
+
+
 async def profile(calls: dict[str, Call], count: int) -> None:
+    """Own (exclusive) time per call by module, wellhead minus bare: where the overhead lives."""
+    own: dict[str, dict[str, float]] = {}
     for name in ("bare", "wellhead"):
         profiler = cProfile.Profile()
         profiler.enable()
         for i in range(count):
             await calls[name](i)
         profiler.disable()
-        out = io.StringIO()
-        stats = pstats.Stats(profiler, stream=out)
-        total = stats.total_tt  # type: ignore[attr-defined]
-        print(f"\n  cProfile, {count} {name} calls: {total / count * 1e6:.0f} us per call profiled")
-        if name == "wellhead":
-            stats.sort_stats("cumulative").print_stats(r"wellhead/", 25)
-            print("  -- wellhead functions by cumulative time --")
-        else:
-            stats.sort_stats("tottime").print_stats(12)
-        print("\n".join("    " + line for line in out.getvalue().splitlines()[6:] if line))
+        own[name] = own_time_by_module(profiler)
+    totals = {name: sum(values.values()) / count * 1e6 for name, values in own.items()}
+    print(
+        f"\n  cProfile, {count} calls each (profiling inflates times about 2x): "
+        f"bare {totals['bare']:.0f} us, wellhead {totals['wellhead']:.0f} us per call"
+    )
+    print("  extra own time per wellhead call, by module (top 15):")
+    modules = set(own["bare"]) | set(own["wellhead"])
+    extra = {
+        m: (own["wellhead"].get(m, 0.0) - own["bare"].get(m, 0.0)) / count * 1e6 for m in modules
+    }
+    for module, us in sorted(extra.items(), key=lambda item: -item[1])[:15]:
+        print(f"    {us:8.1f} us  {module}")
 
 
 def free_port() -> int:
