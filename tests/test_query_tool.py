@@ -214,3 +214,17 @@ async def test_bad_arguments_get_short_precise_errors(demo_db):
     assert "sqll: unknown argument" in error_of(unknown)["message"]
     message = error_of(missing_table)["message"]
     assert "nope" in message and "_wh_q" not in message  # paging's wrapper stays invisible
+
+
+async def test_schema_resource_and_analysis_prompt(demo_db):
+    async with client_for(settings_for(demo_db)) as client:
+        templates = await client.list_resource_templates()
+        contents = await client.read_resource("wellhead://demo/orders")
+        prompts = {p.name for p in await client.list_prompts()}
+        prompt = await client.get_prompt("analyze_table", {"table": "orders", "question": "trend?"})
+    assert any(t.uri_template == "wellhead://{source}/{table}" for t in templates)
+    schema = json.loads(contents[0].text)
+    assert schema["table"] == "orders" and schema["columns"][0][0] == "order_id"
+    assert "analyze_table" in prompts
+    text = prompt.messages[0].content.text
+    assert "orders" in text and "trend?" in text and "describe_table" in text
