@@ -201,6 +201,7 @@ async def read_back(client: Client, cursor: str) -> tuple[str, int, int]:
     text, calls, total = [], 0, 0
     while cursor:
         chunk = (await client.call_tool("read_more", {"cursor": cursor})).structured_content
+        assert chunk is not None
         assert len(chunk["chunk"].encode()) <= BUDGET
         total = chunk["total_bytes"]
         text.append(chunk["chunk"])

@@ -56,6 +56,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_db: Path) -> Iterator[
     process.stop()
 
 
+def structured(result: Any) -> dict[str, Any]:
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None, result
+    return content
+
+
 async def run_clients(
     server: ServerProcess, mode: str, write: Any, read: Any
 ) -> list[tuple[str, Any, Any]]:
@@ -90,11 +96,10 @@ async def test_legacy_sessions_keep_private_state(server: ServerProcess):
     async def write(client: Client, value: str) -> str:
         assert client.protocol_version is not None
         assert not client.protocol_version.startswith("2026")  # really the legacy handshake
-        result = await client.call_tool("remember", {"value": value})
-        return str(result.structured_content["result"])
+        return str(structured(await client.call_tool("remember", {"value": value}))["result"])
 
     async def read(client: Client, _: str) -> dict[str, Any]:
-        return (await client.call_tool("recall", {})).structured_content
+        return structured(await client.call_tool("recall", {}))
 
     results = await run_clients(server, "legacy", write, read)
     bleed = [(value, got) for value, _, got in results if got["value"] != value]
@@ -128,15 +133,14 @@ async def test_explicit_sessions_keep_private_state(server: ServerProcess):
         assert "invalid or unknown session" in json.loads(forged.content[0].text)["message"].lower()
 
     async def write(client: Client, value: str) -> str:
-        session_id = str(
-            (await client.call_tool("create_session", {})).structured_content["result"]
-        )
+        session_id = str(structured(await client.call_tool("create_session", {}))["result"])
         await client.call_tool("remember_in", {"session_id": session_id, "value": value})
         return session_id
 
     async def read(client: Client, session_id: str) -> str | None:
         result = await client.call_tool("recall_from", {"session_id": session_id})
-        return result.structured_content["result"]
+        value = structured(result)["result"]
+        return None if value is None else str(value)
 
     results = await run_clients(server, "auto", write, read)
     bleed = [(value, got) for value, _, got in results if got != value]
