@@ -26,6 +26,7 @@ from wellhead.config import DuckDBSourceConfig, Settings
 from wellhead.errors import ConfigError, WellheadError
 from wellhead.guards.budget import BudgetGuard, OverflowStore
 from wellhead.guards.calls import CallGuard, CallObserver, CallRecord, call_event
+from wellhead.guards.catalog import ToolCatalog
 from wellhead.guards.deadlines import DeadlineGuard
 from wellhead.guards.validation import OutputGuard
 from wellhead.observe.metrics import Metrics
@@ -201,6 +202,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
     budgets.update({name: t.budget_bytes for name, t in limits.per_tool.items() if t.budget_bytes})
     deadlines = {name: limits.query_timeout_s + 5 for name in CORE_DATA_TOOLS}
     deadlines.update({name: t.timeout_s for name, t in limits.per_tool.items() if t.timeout_s})
+    catalog = ToolCatalog()
     middleware = [
         CallGuard(
             mask_error_details=settings.server.mask_error_details,
@@ -210,10 +212,13 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
             metrics=runtime.metrics,
         ),
         DeadlineGuard(
-            limits.tool_timeout_s, deadlines, on_abandoned=runtime.metrics.abandoned_threads.set
+            limits.tool_timeout_s,
+            deadlines,
+            on_abandoned=runtime.metrics.abandoned_threads.set,
+            catalog=catalog,
         ),
-        BudgetGuard(limits.result_budget_bytes, overflow, budgets),
-        OutputGuard(),
+        BudgetGuard(limits.result_budget_bytes, overflow, budgets, catalog=catalog),
+        OutputGuard(catalog),
     ]
     mcp: FastMCP = FastMCP(
         settings.server.name,

@@ -19,6 +19,7 @@ from mcp.types import CallToolRequestParams, TextContent
 
 from wellhead.errors import CursorError
 from wellhead.guards.calls import ToolFailure
+from wellhead.guards.catalog import ToolCatalog
 from wellhead.sql import encoding
 from wellhead.sql.paging import CursorCodec, CursorState
 
@@ -111,7 +112,9 @@ class BudgetGuard(Middleware):
         default_budget: int,
         overflow: OverflowStore,
         overrides: dict[str, int] | None = None,
+        catalog: ToolCatalog | None = None,
     ) -> None:
+        self.catalog = catalog or ToolCatalog()
         self.default_budget = default_budget
         self.overflow = overflow
         self.overrides = overrides or {}
@@ -134,10 +137,8 @@ class BudgetGuard(Middleware):
             f"tool '{name}' returned {size:,} bytes, more than its {budget:,}-byte budget "
             f"(about {budget // 4:,} tokens)"
         )
-        schema = None
-        if context.fastmcp_context is not None:
-            tool = await context.fastmcp_context.fastmcp.get_tool(name)
-            schema = getattr(tool, "output_schema", None)
+        facts = await self.catalog.facts(context)
+        schema = facts.output_schema if facts else None
         wraps_text = _wraps_a_string(schema)
         if (schema and not wraps_text) or result.is_error:
             raise ToolFailure(

@@ -25,6 +25,7 @@ from fastmcp.tools import ToolResult
 from mcp.types import CallToolRequestParams
 
 from wellhead.guards.calls import ToolFailure
+from wellhead.guards.catalog import ToolCatalog
 
 log = logging.getLogger("wellhead.deadlines")
 
@@ -35,33 +36,43 @@ class DeadlineGuard(Middleware):
         default_timeout: float,
         overrides: dict[str, float] | None = None,
         on_abandoned: Callable[[int], None] | None = None,
+        catalog: ToolCatalog | None = None,
     ) -> None:
+        self.catalog = catalog or ToolCatalog()
         self.default_timeout = default_timeout
         self.overrides = overrides or {}
         self.on_abandoned = on_abandoned
         self.abandoned = 0
-
-    async def timeout_for(self, context: MiddlewareContext[CallToolRequestParams]) -> float:
-        name = context.message.name
-        if name in self.overrides:
-            return self.overrides[name]
-        ctx = context.fastmcp_context
-        if ctx is not None:
-            try:
-                tool = await ctx.fastmcp.get_tool(name)
-            except Exception:  # noqa: BLE001 - unknown tools fail later, with their own error
-                tool = None
-            declared = getattr(tool, "timeout", None)
-            if declared:
-                return float(declared)
-        return self.default_timeout
 
     async def on_call_tool(
         self,
         context: MiddlewareContext[CallToolRequestParams],
         call_next: CallNext[CallToolRequestParams, ToolResult],
     ) -> ToolResult:
-        timeout = await self.timeout_for(context)
+        name = context.message.name
+        facts = await self.catalog.facts(context)
+        timeout = self.overrides.get(name) or (facts and facts.timeout) or self.default_timeout
+        if facts is not None and facts.is_sync:
+            return await self._run_abandonable(context, call_next, timeout)
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                return await call_next(context)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise _timed_out(name, timeout) from None
+
+    async def _run_abandonable(
+        self,
+        context: MiddlewareContext[CallToolRequestParams],
+        call_next: CallNext[CallToolRequestParams, ToolResult],
+        timeout: float,
+    ) -> ToolResult:
+        """A sync tool's thread cannot be stopped: wait for it in a task we can walk away from.
+
+        The call runs in an anyio cancel scope: cancelling the scope (unlike `task.cancel()`)
+        keeps the task alive until the worker thread really ends, so it can be counted.
+        """
         scope = anyio.CancelScope()
 
         async def run() -> ToolResult | None:
@@ -79,14 +90,9 @@ class DeadlineGuard(Middleware):
         result = task.result() if task in done else None
         if result is not None:
             return result
-        scope.cancel()  # a worker thread shields its task from this until the thread ends
+        scope.cancel()
         self._track_abandoned(context.message.name, task, timeout)
-        raise ToolFailure(
-            "timeout",
-            "timeout",
-            f"tool '{context.message.name}' did not finish within its {timeout:g} s deadline "
-            "and was stopped; try narrower arguments",
-        )
+        raise _timed_out(context.message.name, timeout)
 
     def _track_abandoned(self, tool: str, task: asyncio.Future[Any], timeout: float) -> None:
         """A cancelled task that has not ended is a thread still running: count it until it ends."""
@@ -122,3 +128,12 @@ class DeadlineGuard(Middleware):
         self.abandoned = value
         if self.on_abandoned is not None:
             self.on_abandoned(value)
+
+
+def _timed_out(tool: str, timeout: float) -> ToolFailure:
+    return ToolFailure(
+        "timeout",
+        "timeout",
+        f"tool '{tool}' did not finish within its {timeout:g} s deadline and was stopped; "
+        "try narrower arguments",
+    )

@@ -16,12 +16,14 @@ from fastmcp.tools import ToolResult
 from mcp.types import CallToolRequestParams
 
 from wellhead.guards.calls import ToolFailure
+from wellhead.guards.catalog import ToolCatalog
 
 log = logging.getLogger("wellhead.validation")
 
 
 class OutputGuard(Middleware):
-    def __init__(self) -> None:
+    def __init__(self, catalog: ToolCatalog | None = None) -> None:
+        self.catalog = catalog or ToolCatalog()
         self._validators: dict[str, tuple[int, Any]] = {}
 
     def _validator(self, name: str, schema: dict[str, Any]) -> Any:
@@ -45,8 +47,8 @@ class OutputGuard(Middleware):
         if result.is_error or context.fastmcp_context is None:
             return result
         name = context.message.name
-        tool = await context.fastmcp_context.fastmcp.get_tool(name)
-        schema = getattr(tool, "output_schema", None)
+        facts = await self.catalog.facts(context)
+        schema = facts.output_schema if facts else None
         if not schema:
             return result
         if result.structured_content is None:

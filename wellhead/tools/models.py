@@ -51,11 +51,13 @@ def lean_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _strip_titles(node: Any) -> Any:
+    """Drop titles, and `items: {}` (any value) which only makes validators visit every cell."""
     if isinstance(node, dict):
         return {
             key: _strip_titles(value)
             for key, value in node.items()
             if not (key == "title" and isinstance(value, str))
+            and not (key == "items" and value == {})
         }
     if isinstance(node, list):
         return [_strip_titles(item) for item in node]
