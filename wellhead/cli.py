@@ -172,9 +172,26 @@ def serve(settings: Settings) -> int:
                 "draining: no new connections, finishing in-flight calls", extra={"signal": sig}
             )
             super().handle_exit(sig, frame)
+            # A drained shutdown is a clean exit (0), not death by the signal uvicorn would
+            # otherwise raise again once it is done.
+            self._captured_signals.clear()
 
     DrainingServer(config).run()
+    _exit_past_abandoned_threads()
     return 0
+
+
+def _exit_past_abandoned_threads() -> None:
+    """Sources are closed and the audit flushed; a sync tool thread abandoned at its deadline
+    must not hold the process past its grace period."""
+    import threading
+
+    main = threading.main_thread()
+    if any(t.is_alive() and not t.daemon and t is not main for t in threading.enumerate()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
