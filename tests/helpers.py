@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
+import pytest
 from fastmcp import Client
 
 from wellhead.app import build_server
@@ -35,3 +37,19 @@ async def walk(client: Client, sql: str, **kwargs: Any) -> tuple[list[list[Any]]
         rows.extend(page["rows"])
         pages += 1
     return rows, pages
+
+
+def service_env(variable: str, service: str, script: str) -> str:
+    """A test service's address from the environment: skip locally, fail under CI=true.
+
+    Tests that need PostgreSQL or Redis never skip silently in CI, where .ci/run starts them.
+    """
+    value = os.environ.get(variable)
+    if not value:
+        message = (
+            f'{variable} is not set: run `bash {script} start` and `eval "$(bash {script} env)"`'
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{service} is required in CI: {message}")
+        pytest.skip(message)
+    return value

@@ -7,7 +7,6 @@ skip locally and fail under CI=true.
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import asyncpg
 import pytest
 import yaml
 
-from tests.helpers import client_for, error_of, walk
+from tests.helpers import client_for, error_of, service_env, walk
 from wellhead.config import parse_settings
 from wellhead.sql.encoding import to_json_value
 
@@ -33,13 +32,7 @@ PG_TYPES = {"VARCHAR": "text", "DOUBLE": "double precision", "TIMESTAMP": "times
 
 
 def dsn(variable: str) -> str:
-    value = os.environ.get(variable)
-    if not value:
-        message = f'{variable} is not set: run `eval "$(bash .ci/postgres.sh env)"`'
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI: {message}")
-        pytest.skip(message)
-    return value
+    return service_env(variable, "PostgreSQL", ".ci/postgres.sh")
 
 
 def pg_settings(search_path: str, **limits: Any):  # type: ignore[no-untyped-def]

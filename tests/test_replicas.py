@@ -8,25 +8,18 @@ locally and fails under CI=true.
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 
-from tests.helpers import client_for
+from tests.helpers import client_for, service_env
 from wellhead.config import parse_settings
 
 pytestmark = pytest.mark.anyio
 
 
 def redis_url() -> str:
-    url = os.environ.get("WELLHEAD_TEST_REDIS_URL")
-    if not url:
-        message = 'WELLHEAD_TEST_REDIS_URL is not set: eval "$(bash .ci/redis.sh env)"'
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis is required in CI: {message}")
-        pytest.skip(message)
-    return url
+    return service_env("WELLHEAD_TEST_REDIS_URL", "Redis", ".ci/redis.sh")
 
 
 def replica(demo_db, url: str):  # type: ignore[no-untyped-def]

@@ -3,7 +3,6 @@ query is accepted and really runs on its engine, and `:name` parameters bind saf
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import service_env
 from wellhead.errors import InvalidRequest, UnsafeSQL
 from wellhead.sql.safety import (
     CheckedStatement,
@@ -153,12 +153,7 @@ def test_sqlite_legit_runs_on_sqlite(lite: Any, sql: str) -> None:
 @pytest.mark.postgres
 def test_postgres_legit_runs_on_postgres() -> None:
     """Runs every legit PostgreSQL query against temp copies of the demo tables."""
-    dsn = os.environ.get("WELLHEAD_TEST_PG_ADMIN_DSN")
-    if not dsn:
-        message = "WELLHEAD_TEST_PG_ADMIN_DSN is not set (.ci/postgres.sh env)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI: {message}")
-        pytest.skip(message)
+    dsn = service_env("WELLHEAD_TEST_PG_ADMIN_DSN", "PostgreSQL", ".ci/postgres.sh")
     asyncpg = pytest.importorskip("asyncpg")
     queries = [check_read_only(c["sql"], "postgres").sql for c in _corpus("postgres")["legit"]]
     pg_types = {"VARCHAR": "text", "DECIMAL": "numeric", "BIGINT": "bigint"}

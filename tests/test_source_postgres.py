@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ import asyncpg
 import psutil
 import pytest
 
+from tests.helpers import service_env
 from wellhead.errors import (
     ConfigError,
     InvalidRequest,
@@ -40,16 +40,7 @@ def anyio_backend() -> str:
 
 
 def _dsn(var: str) -> str:
-    value = os.environ.get(var)
-    if not value:
-        message = (
-            f"{var} is not set: start the test server with `.ci/postgres.sh start` and "
-            f'`eval "$(.ci/postgres.sh env)"`'
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI: {message}")
-        pytest.skip(message)
-    return value
+    return service_env(var, "PostgreSQL", ".ci/postgres.sh")
 
 
 @pytest.fixture

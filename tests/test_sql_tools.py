@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import datetime
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from fastmcp import Client
 from fastmcp.server.auth import AccessToken
 from fastmcp.utilities.authorization import AuthContext, run_auth_checks
 
+from tests.helpers import service_env
 from wellhead.app import build_server
 from wellhead.config import Settings, load_settings, parse_settings
 from wellhead.errors import ConfigError
@@ -726,13 +726,7 @@ def test_sqlite_array_outside_json_each_is_refused(shop_sqlite: Path) -> None:
 
 
 def _pg_dsn() -> str:
-    value = os.environ.get("WELLHEAD_TEST_PG_DSN")
-    if not value:
-        message = "WELLHEAD_TEST_PG_DSN is not set: `.ci/postgres.sh start`, then eval its env"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI: {message}")
-        pytest.skip(message)
-    return value
+    return service_env("WELLHEAD_TEST_PG_DSN", "PostgreSQL", ".ci/postgres.sh")
 
 
 @pytest.mark.anyio
