@@ -144,6 +144,8 @@ def serve(settings: Settings) -> int:
 
     server = settings.server
     app = http_app(mcp, settings)
+    if not settings.logging.access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     config = uvicorn.Config(
         app,
         host=server.host,

@@ -124,6 +124,9 @@ class CursorConfig(_Strict):
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     arguments: Literal["full", "redacted", "hashed", "none"] = "redacted"
+    access_log: bool = Field(
+        False, description="Also log one line per HTTP request (each tool call has its own line)."
+    )
 
 
 class SyslogConfig(_Strict):
