@@ -11,8 +11,8 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pythonjsonlogger.json import JsonFormatter
 
+from wellhead.observe.logs import JsonLineFormatter
 from wellhead.observe.redact import (
     MASK,
     RedactingFilter,
@@ -146,7 +146,7 @@ def test_hash_value_is_stable_and_short() -> None:
 def _capture_logger(name: str) -> tuple[logging.Logger, io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("%(levelname)s %(message)s"))
+    handler.setFormatter(JsonLineFormatter())
     handler.addFilter(RedactingFilter())
     logger = logging.getLogger(name)
     logger.handlers[:] = [handler]

@@ -6,23 +6,46 @@ every line any component writes is one JSON object a log shipper can parse.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Any
-
-from pythonjsonlogger.json import JsonFormatter
 
 _RESERVED = ("fastmcp", "mcp", "uvicorn", "uvicorn.error", "uvicorn.access", "docket")
 
 
-class _Formatter(JsonFormatter):
-    def add_fields(
-        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
-    ) -> None:
-        super().add_fields(log_data, record, message_dict)
-        log_data.setdefault("ts", self.formatTime(record))
-        log_data["level"] = record.levelname
-        log_data["logger"] = record.name
+# Attributes every LogRecord has; anything else came through `extra=` and becomes a field.
+_STANDARD = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
+)
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per record: message, `extra` fields, ts, level, logger, traceback.
+
+    Written out rather than python-json-logger's formatter because it runs on every tool
+    call: this is about 5x cheaper for a `tool_call` line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        if isinstance(record.msg, Mapping) and not record.args:
+            data: dict[str, Any] = dict(record.msg)  # a structured message is its fields
+        else:
+            data = {"message": record.getMessage()}
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                data[key] = value
+        data["ts"] = self.formatTime(record)
+        data["level"] = record.levelname
+        data["logger"] = record.name
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exc_info"] = record.exc_text
+        if record.stack_info:
+            data["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(data, default=str, ensure_ascii=False)
 
 
 class _DropFastMCPToolErrors(logging.Filter):
@@ -39,7 +62,7 @@ class _DropFastMCPToolErrors(logging.Filter):
 
 def json_handler(stream: Any = None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(_Formatter("%(message)s", timestamp=False))
+    handler.setFormatter(JsonLineFormatter())
     handler.addFilter(_DropFastMCPToolErrors())
     _attach_redaction(handler)
     return handler
