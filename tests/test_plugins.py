@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -99,3 +100,25 @@ def test_example_plugin_file_is_what_readme_shows():
     example = (Path(__file__).parents[1] / "examples" / "plugin_example.py").read_text()
     start = example.index("def register")
     assert example[start : start + 200] in readme
+
+
+async def test_plugin_schemas_with_refs_are_inlined_for_clients(demo_db, tmp_path, monkeypatch):
+    (tmp_path / "wh_ref_plugin.py").write_text(
+        "from pydantic import BaseModel\n"
+        "class Point(BaseModel):\n    x: int\n    y: int\n"
+        "def register(mcp):\n"
+        "    @mcp.tool\n"
+        "    async def distance(a: Point, b: Point) -> float:\n"
+        "        return ((a.x - b.x) ** 2 + (a.y - b.y) ** 2) ** 0.5\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = settings_for(demo_db).model_copy(update={"plugins": ["wh_ref_plugin"]})
+    async with client_for(settings) as client:
+        for _ in range(2):  # the second listing comes from the per-tool cache
+            tools = {t.name: t for t in await client.list_tools()}
+            schema = json.dumps(tools["distance"].input_schema)
+            assert "$ref" not in schema and "$defs" not in schema
+            assert '"x"' in schema
+        result = await client.call_tool("distance", {"a": {"x": 0, "y": 0}, "b": {"x": 3, "y": 4}})
+    assert result.structured_content == {"result": 5.0}
+    sys.modules.pop("wh_ref_plugin", None)

@@ -28,6 +28,7 @@ from wellhead.guards.budget import BudgetGuard, OverflowStore
 from wellhead.guards.calls import CallGuard, CallObserver, CallRecord, call_event
 from wellhead.guards.catalog import ToolCatalog
 from wellhead.guards.deadlines import DeadlineGuard
+from wellhead.guards.schemas import DereferenceOnce
 from wellhead.guards.validation import OutputGuard
 from wellhead.observe.metrics import Metrics
 from wellhead.observe.redact import hash_value, redact_mapping
@@ -219,6 +220,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
         ),
         BudgetGuard(limits.result_budget_bytes, overflow, budgets, catalog=catalog),
         OutputGuard(catalog),
+        DereferenceOnce(),
     ]
     mcp: FastMCP = FastMCP(
         settings.server.name,
@@ -227,6 +229,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
         middleware=middleware,
         mask_error_details=settings.server.mask_error_details,
         session_state_store=runtime.store,
+        dereference_schemas=False,  # DereferenceOnce does it, once per tool
     )
     register_core_tools(mcp, runtime.executor, settings.primary_source, limits)
     register_read_more(mcp, overflow, limits.result_budget_bytes)
