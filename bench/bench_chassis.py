@@ -48,15 +48,45 @@ PLUGIN = "bench.trivial_plugin"
 TARGET = 1.05
 
 
-def bare_server(middleware: list[Any] | None = None, *, mount: bool = False) -> FastMCP:
-    """Bare FastMCP with `echo`; optionally some of wellhead's guards, or echo mounted."""
+def bare_server(
+    middleware: list[Any] | None = None,
+    *,
+    mount: bool = False,
+    same_tools: Path | None = None,
+    dereference_once: bool = False,
+) -> FastMCP:
+    """Bare FastMCP with `echo`; optionally some of wellhead's guards, or echo mounted.
+
+    `same_tools` (a directory for a tiny database) also registers wellhead's own tools
+    (query, list_tables, describe_table, read_more) with no guard at all: MCP clients list
+    tools before every call, so a fair baseline for the chassis lists the same tools."""
     from bench.trivial_plugin import echo, plugin_server
 
-    mcp: FastMCP = FastMCP("bare", middleware=middleware)
+    if dereference_once:  # wellhead's cached schema rewrite instead of FastMCP's per-listing one
+        from wellhead.guards.schemas import DereferenceOnce
+
+        middleware = [*(middleware or []), DereferenceOnce()]
+    mcp: FastMCP = FastMCP("bare", middleware=middleware, dereference_schemas=not dereference_once)
     if mount:
         mcp.mount(plugin_server())
     else:
         mcp.tool(echo)
+    if same_tools is not None:
+        from key_value.aio.stores.memory import MemoryStore
+
+        from wellhead.app import build_runtime
+        from wellhead.config import parse_settings
+        from wellhead.guards.budget import OverflowStore
+        from wellhead.tools.core import register_core_tools
+        from wellhead.tools.read_more import register_read_more
+
+        config = wellhead_config(same_tools, "bench.trivial_plugin")
+        config["plugins"] = []
+        settings = parse_settings(config)
+        runtime = build_runtime(settings)
+        register_core_tools(mcp, runtime.executor, settings.primary_source, settings.limits)
+        overflow = OverflowStore(MemoryStore(), runtime.executor.codec)
+        register_read_more(mcp, overflow, settings.limits.result_budget_bytes)
     return mcp
 
 
@@ -96,6 +126,29 @@ def summary(label: str, seconds: list[float]) -> tuple[float, float]:
         f"p95 {p95:8.1f} us  ({1e6 / mean:7.0f} calls/s)"
     )
     return mean, median
+
+
+def same_tools_ratio(timings: Timings) -> None:
+    """Baselines that list the same tools as wellhead (clients list tools before each call).
+
+    `same`: bare FastMCP as configured by default, with wellhead's tools and no guard.
+    `lean`: the same, plus wellhead's cached schema dereferencing: the difference to
+    wellhead is then exactly the guards and observability."""
+    cpu = {name: timings.cpu[name] / len(timings.wall[name]) * 1e6 for name in timings.cpu}
+    wall = {name: statistics.median(timings.wall[name]) * 1e6 for name in timings.wall}
+    labels = {
+        "same": "bare FastMCP, same tool list",
+        "lean": "same, with wellhead's cached $ref inlining (guards/observability alone)",
+    }
+    for name, label in labels.items():
+        if name not in cpu:
+            continue
+        ratio = cpu["wellhead"] / cpu[name]
+        verdict = "within" if ratio <= TARGET else "ABOVE"
+        print(
+            f"  vs {label}: CPU {cpu[name]:.0f} us -> ratio wellhead/it CPU {ratio:.3f}, "
+            f"median wall {wall['wellhead'] / wall[name]:.3f} ({verdict} the {TARGET} target)"
+        )
 
 
 def report(timings: Timings, cpu_label: str) -> None:
@@ -165,10 +218,26 @@ def caller(client: Client) -> Call:
 async def in_memory(args: argparse.Namespace, directory: Path) -> None:
     print(f"in-memory clients: {args.calls} calls per server in {args.rounds} interleaved rounds")
     bare, wellhead = bare_server(), wellhead_server(directory)
-    async with Client(bare) as bare_client, Client(wellhead) as wellhead_client:
-        calls = {"bare": caller(bare_client), "wellhead": caller(wellhead_client)}
+    for name in ("same", "lean"):
+        (directory / name).mkdir(exist_ok=True)
+    same = bare_server(mount=True, same_tools=directory / "same")
+    lean = bare_server(mount=True, same_tools=directory / "lean", dereference_once=True)
+    async with (
+        Client(bare) as bare_client,
+        Client(wellhead) as wellhead_client,
+        Client(same) as same_client,
+        Client(lean) as lean_client,
+    ):
+        calls = {
+            "bare": caller(bare_client),
+            "wellhead": caller(wellhead_client),
+            "same": caller(same_client),
+            "lean": caller(lean_client),
+        }
         await interleaved(calls, args.warmup * 2, 2)
-        report(await interleaved(calls, args.calls, args.rounds), "client+server (one process)")
+        timings = await interleaved(calls, args.calls, args.rounds)
+        report(timings, "client+server (one process)")
+        same_tools_ratio(timings)
         if args.profile:
             await profile(calls, args.profile_calls)
 

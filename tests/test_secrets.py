@@ -38,9 +38,14 @@ def test_unreachable_postgres_never_shows_the_password(tmp_path: Path):
     assert "cursor-secret-must-not-leak" not in output
 
 
-async def test_secret_arguments_are_redacted_in_call_logs(demo_db, caplog):
+@pytest.mark.parametrize("policy", ["redacted", "full"])
+async def test_secret_arguments_are_redacted_in_call_logs(demo_db, caplog, policy):
+    settings = settings_for(demo_db)
+    settings = settings.model_copy(
+        update={"logging": settings.logging.model_copy(update={"arguments": policy})}
+    )
     with caplog.at_level(logging.INFO, logger="wellhead.calls"):
-        async with client_for(settings_for(demo_db)) as client:
+        async with client_for(settings) as client:
             await client.call_tool(
                 "query",
                 {"sql": f"SELECT 'postgresql://u:{PASSWORD}@h/db' AS dsn", "max_rows": 1},

@@ -92,7 +92,7 @@ class CallGuard(Middleware):
         if self.inflight is not None:
             self.inflight.enter(record.tool_name, record.invocation_id)
         if self.metrics is not None:
-            self.metrics.tool_in_flight.labels(tool=record.tool_name).inc()
+            self.metrics.call_started(record.tool_name)
         try:
             result = await call_next(context)
         except BaseException as exc:  # noqa: BLE001 - the guard's whole job
@@ -128,7 +128,7 @@ class CallGuard(Middleware):
         if self.inflight is not None:
             self.inflight.exit(record.invocation_id)
         if self.metrics is not None:
-            self.metrics.tool_in_flight.labels(tool=record.tool_name).dec()
+            self.metrics.call_ended(record.tool_name)
         record.execution_time_ms = round((time.perf_counter() - record.started) * 1000, 3)
         if result is not None and not record.response_bytes:
             record.response_bytes = _result_bytes(result)
@@ -138,6 +138,7 @@ class CallGuard(Middleware):
             fields["arguments"] = self.log_arguments(record.arguments)
         fields.update(record.extra)
         level = logging.INFO if record.outcome in ("ok", "tool_error") else logging.WARNING
+        fields["_wh_redacted"] = True  # ids, numbers and policy-redacted arguments only
         log.log(level, "tool_call", extra=fields)
         for observer in self.observers:
             try:

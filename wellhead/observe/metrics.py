@@ -150,6 +150,7 @@ class Metrics:
         )
         self._pools = _PoolCollector()
         r.register(self._pools)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     # -- tool calls -------------------------------------------------------------------------
 
@@ -157,10 +158,24 @@ class Metrics:
         self, tool: str, outcome: str, seconds: float, response_bytes: int | None = None
     ) -> None:
         """Count one finished call; response size only when a result was produced."""
-        self.tool_calls.labels(tool=tool, outcome=outcome).inc()
-        self.tool_duration.labels(tool=tool).observe(seconds)
+        self._child(self.tool_calls, tool, outcome).inc()
+        self._child(self.tool_duration, tool).observe(seconds)
         if response_bytes is not None:
-            self.tool_response_bytes.labels(tool=tool).observe(response_bytes)
+            self._child(self.tool_response_bytes, tool).observe(response_bytes)
+
+    def call_started(self, tool: str) -> None:
+        self._child(self.tool_in_flight, tool).inc()
+
+    def call_ended(self, tool: str) -> None:
+        self._child(self.tool_in_flight, tool).dec()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(...)` resolves labels on every call; tool names repeat, so keep them."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     @contextmanager
     def in_flight(self, tool: str) -> Iterator[None]:

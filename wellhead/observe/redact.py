@@ -164,6 +164,13 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.__dict__.get("_wh_redacted"):
+            # A tool_call line: a constant message, ids and numbers; only arguments can hold
+            # a secret (the `full` policy passes them as given), so only they are scanned.
+            arguments = record.__dict__.get("arguments")
+            if arguments is not None:
+                record.__dict__["arguments"] = redact_value(arguments)
+            return True
         if isinstance(record.msg, Mapping) and not record.args:
             record.msg = redact_mapping(record.msg)  # structured message: keep it a mapping
         else:
