@@ -21,7 +21,7 @@ from fastmcp.server.auth import AccessToken
 from fastmcp.utilities.authorization import AuthContext, run_auth_checks
 
 from tests.helpers import service_env
-from wellhead.app import build_server
+from wellhead.app import build_runtime, build_server
 from wellhead.config import Settings, load_settings, parse_settings
 from wellhead.errors import ConfigError
 from wellhead.tools.models import QueryResult, lean_schema
@@ -482,7 +482,8 @@ async def test_toolsets_enable_and_disable_groups(example: Settings) -> None:
 async def test_scoped_tool_needs_its_scopes(example: Settings) -> None:
     tools = dict(example.model_dump(mode="json", exclude_unset=True)["tools"])
     tools["orders_by_ids"] = {**tools["orders_by_ids"], "scopes": ["orders:read"]}
-    mcp = build_server(with_tools(example, tools=tools))
+    runtime = build_runtime(with_tools(example, tools=tools))
+    mcp = build_server(with_tools(example, tools=tools), runtime)
     async with Client(mcp) as client:  # no token: fail closed (auth is skipped only on stdio)
         names = {tool.name for tool in await client.list_tools()}
         hidden = await client.call_tool("orders_by_ids", {"ids": [1]}, raise_on_error=False)
@@ -492,7 +493,7 @@ async def test_scoped_tool_needs_its_scopes(example: Settings) -> None:
     tool = SqlTool.build(
         "orders_by_ids",
         settings.tools["orders_by_ids"],
-        mcp.wellhead_runtime.executor,  # type: ignore[attr-defined]
+        runtime.executor,
         "shop",
     )
     check = tool.auth

@@ -240,7 +240,6 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
     for spec in specs:
         load_plugin(mcp, spec, runtime)
     _add_http_routes(mcp, runtime)
-    mcp.wellhead_runtime = runtime  # type: ignore[attr-defined]
     return mcp
 
 

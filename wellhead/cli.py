@@ -117,7 +117,7 @@ async def print_tools(settings: Settings) -> int:
 
 
 def serve(settings: Settings) -> int:
-    from wellhead.app import build_server, http_app
+    from wellhead.app import build_runtime, build_server, http_app
 
     transport = settings.server.transport
     if transport == "stdio" and sys.stdin.isatty():
@@ -127,7 +127,8 @@ def serve(settings: Settings) -> int:
             "--transport http --port 8000",
             file=sys.stderr,
         )
-    mcp = build_server(settings)
+    runtime = build_runtime(settings)
+    mcp = build_server(settings, runtime)
     if transport == "stdio":
         from wellhead.guards.transport import watch_stdio_input
 
@@ -163,7 +164,6 @@ def serve(settings: Settings) -> int:
         path,
         extra={"transport": transport, "stateless": server.stateless},
     )
-    runtime = mcp.wellhead_runtime  # type: ignore[attr-defined]
 
     class DrainingServer(uvicorn.Server):
         """On SIGTERM/SIGINT: report not-ready at once, then uvicorn drains in-flight calls."""

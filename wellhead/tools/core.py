@@ -16,9 +16,10 @@ from fastmcp.tools import ToolResult
 from mcp.types import TextContent
 from pydantic import Field
 
+from wellhead.config import LimitsConfig
 from wellhead.errors import BudgetExceeded, InvalidRequest
 from wellhead.sql import encoding
-from wellhead.sql.executor import Page, PageRequest, QueryExecutor
+from wellhead.sql.executor import Page, PageRequest, ProgressCallback, QueryExecutor
 from wellhead.sql.paging import CursorState
 from wellhead.tools.models import QueryResult, TableDescriptionResult, TableList, lean_schema
 
@@ -56,7 +57,8 @@ def page_result(page: Page) -> ToolResult:
     )
 
 
-def progress_reporter(ctx: Context | None):  # type: ignore[no-untyped-def]
+def progress_reporter(ctx: Context | None) -> ProgressCallback | None:
+    """Progress notifications while a query runs (FastMCP sends them only if asked to)."""
     if ctx is None:
         return None
 
@@ -66,7 +68,9 @@ def progress_reporter(ctx: Context | None):  # type: ignore[no-untyped-def]
     return report
 
 
-def register_core_tools(mcp: FastMCP, executor: QueryExecutor, default_source: str, limits) -> None:  # type: ignore[no-untyped-def]
+def register_core_tools(
+    mcp: FastMCP, executor: QueryExecutor, default_source: str, limits: LimitsConfig
+) -> None:
     def pick_source(source: str | None) -> str:
         name = source or default_source
         executor.source(name)
