@@ -22,7 +22,7 @@ from key_value.aio.protocols import AsyncKeyValue
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from wellhead.config import DuckDBSourceConfig, Settings
+from wellhead.config import DuckDBSourceConfig, Settings, StaticTokenAuthConfig
 from wellhead.errors import ConfigError, WellheadError
 from wellhead.guards.budget import BudgetGuard, OverflowStore
 from wellhead.guards.calls import CallGuard, CallObserver, CallRecord, call_event
@@ -225,6 +225,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
     mcp: FastMCP = FastMCP(
         settings.server.name,
         instructions=INSTRUCTIONS,
+        auth=auth_provider(settings),
         lifespan=lifespan,
         middleware=middleware,
         mask_error_details=settings.server.mask_error_details,
@@ -241,6 +242,33 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
         load_plugin(mcp, spec, runtime)
     _add_http_routes(mcp, runtime)
     return mcp
+
+
+def auth_provider(settings: Settings) -> Any:
+    """FastMCP's own token verifiers; they apply to HTTP and SSE, not to stdio."""
+    auth = settings.auth
+    if auth is None:
+        return None
+    if isinstance(auth, StaticTokenAuthConfig):
+        from fastmcp.server.auth.providers.jwt import StaticTokenVerifier
+
+        return StaticTokenVerifier(
+            tokens={
+                token: {"client_id": t.client_id, "scopes": t.scopes}
+                for token, t in auth.tokens.items()
+            },
+            required_scopes=auth.required_scopes or None,
+        )
+    from fastmcp.server.auth.providers.jwt import JWTVerifier
+
+    return JWTVerifier(
+        jwks_uri=auth.jwks_uri,
+        public_key=auth.public_key,
+        issuer=auth.issuer,
+        audience=auth.audience,
+        algorithm=auth.algorithm,
+        required_scopes=auth.required_scopes or None,
+    )
 
 
 def sql_tool_names(settings: Settings) -> list[str]:

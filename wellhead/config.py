@@ -170,8 +170,54 @@ class StateConfig(_Strict):
         return self
 
 
+class StaticToken(_Strict):
+    client_id: str
+    scopes: list[str] = Field(default_factory=list)
+
+
+class StaticTokenAuthConfig(_Strict):
+    """Bearer tokens listed in config (from `${ENV}`): simple service-to-service access."""
+
+    kind: Literal["static"]
+    tokens: dict[str, StaticToken] = Field(description="token -> its client id and scopes")
+    required_scopes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _strong_tokens(self) -> StaticTokenAuthConfig:
+        if not self.tokens:
+            raise ValueError("list at least one token")
+        weak = [t.client_id for token, t in self.tokens.items() if len(token) < 16]
+        if weak:
+            raise ValueError(f"tokens must be at least 16 characters (weak: {', '.join(weak)})")
+        return self
+
+
+class JWTAuthConfig(_Strict):
+    """OAuth 2.1 / OIDC access tokens (JWT) checked against a JWKS endpoint or a public key."""
+
+    kind: Literal["jwt"]
+    jwks_uri: str | None = None
+    public_key: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    algorithm: str | None = None
+    required_scopes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JWTAuthConfig:
+        if bool(self.jwks_uri) == bool(self.public_key):
+            raise ValueError("set exactly one of jwks_uri or public_key")
+        return self
+
+
+AuthConfig = Annotated[StaticTokenAuthConfig | JWTAuthConfig, Field(discriminator="kind")]
+
+
 class Settings(_Strict):
     server: ServerConfig = ServerConfig()
+    auth: AuthConfig | None = Field(
+        None, description="Who may call over HTTP (stdio is the local user's own process)."
+    )
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     default_source: str | None = None
     limits: LimitsConfig = LimitsConfig()
