@@ -502,6 +502,15 @@ GENERATED_END = "<!-- generated:end -->"
 
 # Descriptions for fields whose model carries none (the model's own description wins).
 DESCRIPTIONS: dict[str, str] = {
+    "auth.kind": "jwt (an identity provider's access tokens) or static (bearer tokens).",
+    "auth.required_scopes": "Scopes every token must carry to call anything.",
+    "auth.tokens.<name>.client_id": "The principal a static token stands for (logged).",
+    "auth.tokens.<name>.scopes": "Scopes a static token grants (SQL tools' `scopes`).",
+    "auth.jwks_uri": "JWKS endpoint of the identity provider (or public_key).",
+    "auth.public_key": "PEM public key that signs the tokens (or jwks_uri).",
+    "auth.issuer": "Expected `iss` claim.",
+    "auth.audience": "Expected `aud` claim.",
+    "auth.algorithm": "Signing algorithm (default RS256).",
     "server": "How the server listens.",
     "server.name": "Server name announced to clients in the MCP handshake.",
     "server.transport": "stdio for desktop clients; http (streamable HTTP) or sse (legacy).",
