@@ -74,3 +74,19 @@ def test_check_command_exit_codes(tmp_path: Path, demo_db):
     )
     assert failed.returncode == 2
     assert "sources.demo.colour: unknown key" in failed.stderr
+
+
+def test_tools_command_prints_the_list_and_its_size(tmp_path: Path, demo_db):
+    config = tmp_path / "ok.yaml"
+    config.write_text(f"sources:\n  demo: {{kind: duckdb, path: '{demo_db}'}}\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "wellhead", "tools", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert {"query", "list_tables", "describe_table", "read_more"} <= set(lines)
+    tokens = int(lines[-1].split("about ")[1].split()[0])
+    assert lines[-1].startswith("4 tools") and 0 < tokens <= 2000
