@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 FETCH_CHUNK = 2048
+DISCOVERY_TIMEOUT = 15.0
+"""Seconds a catalog query (list or describe tables) may take."""
+PING_TIMEOUT = 5.0
+MAX_ERROR_CHARS = 2000
+"""Engine error messages are cut to this length before they reach an agent."""
 
 
 class _Cursor(Protocol):

@@ -31,7 +31,12 @@ from wellhead.errors import (
     WellheadError,
 )
 from wellhead.sources._catalog import quote_ident, resolve
-from wellhead.sources._dbapi import fetch_upto
+from wellhead.sources._dbapi import (
+    DISCOVERY_TIMEOUT,
+    MAX_ERROR_CHARS,
+    PING_TIMEOUT,
+    fetch_upto,
+)
 from wellhead.sources._threads import Deadline, Interruptible, run_interruptible, timeout_error
 from wellhead.sources.base import (
     Column,
@@ -43,10 +48,6 @@ from wellhead.sources.base import (
     TableInfo,
     Value,
 )
-
-DISCOVERY_TIMEOUT = 15.0
-PING_TIMEOUT = 5.0
-MAX_ERROR_CHARS = 2000
 
 _ALLOWED_ACTIONS = {
     sqlite3.SQLITE_SELECT,
