@@ -44,6 +44,8 @@ import fastmcp  # noqa: E402
 import httpx  # noqa: E402
 from fastmcp import Client, FastMCP  # noqa: E402
 
+from wellhead.guards.chain import GuardChain  # noqa: E402
+
 PLUGIN = "bench.trivial_plugin"
 TARGET = 1.05
 
@@ -245,7 +247,7 @@ async def in_memory(args: argparse.Namespace, directory: Path) -> None:
 async def breakdown(args: argparse.Namespace, directory: Path) -> None:
     """CPU per call of bare FastMCP plus one piece of the chassis at a time."""
     wellhead = wellhead_server(directory)
-    guards = [g for g in wellhead.middleware if type(g).__module__.startswith("wellhead.")]
+    guards = next(m for m in wellhead.middleware if isinstance(m, GuardChain)).guards
     servers = {
         "bare": bare_server(),
         "bare, echo mounted": bare_server(mount=True),

@@ -27,6 +27,7 @@ from wellhead.errors import ConfigError, WellheadError
 from wellhead.guards.budget import BudgetGuard, OverflowStore
 from wellhead.guards.calls import CallGuard, CallObserver, CallRecord, call_event
 from wellhead.guards.catalog import ToolCatalog
+from wellhead.guards.chain import GuardChain
 from wellhead.guards.deadlines import DeadlineGuard
 from wellhead.guards.schemas import DereferenceOnce
 from wellhead.guards.validation import OutputGuard
@@ -204,7 +205,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
     deadlines = {name: limits.query_timeout_s + 5 for name in CORE_DATA_TOOLS}
     deadlines.update({name: t.timeout_s for name, t in limits.per_tool.items() if t.timeout_s})
     catalog = ToolCatalog()
-    middleware = [
+    guards = [
         CallGuard(
             mask_error_details=settings.server.mask_error_details,
             observers=runtime.observers,
@@ -227,7 +228,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
         instructions=INSTRUCTIONS,
         auth=auth_provider(settings),
         lifespan=lifespan,
-        middleware=middleware,
+        middleware=[GuardChain(guards)],
         mask_error_details=settings.server.mask_error_details,
         session_state_store=runtime.store,
         dereference_schemas=False,  # DereferenceOnce does it, once per tool

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastmcp.exceptions import NotFoundError, ToolError, ValidationError
+from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.server.sessions import InvalidSession, SessionAuthError
 from fastmcp.tools import ToolResult
@@ -24,6 +25,7 @@ from mcp.types import CallToolRequestParams, TextContent
 from pydantic import ValidationError as PydanticValidationError
 
 from wellhead.errors import QueryCancelled, QueryTimeout, WellheadError
+from wellhead.observe.logs import EVENT_FIELDS
 from wellhead.observe.tracing import current_trace_id
 from wellhead.sql import encoding
 
@@ -109,7 +111,7 @@ class CallGuard(Middleware):
         return result
 
     def _error_result(self, record: CallRecord, exc: Exception) -> ToolResult:
-        record.error_id = uuid.uuid4().hex[:12]
+        record.error_id = os.urandom(6).hex()
         outcome, kind, message, internal = _classify(exc, self.mask_error_details)
         record.outcome, record.error_kind = outcome, kind
         if internal:
@@ -138,12 +140,13 @@ class CallGuard(Middleware):
             fields["arguments"] = self.log_arguments(record.arguments)
         fields.update(record.extra)
         level = logging.INFO if record.outcome in ("ok", "tool_error") else logging.WARNING
+        fields[EVENT_FIELDS] = tuple(fields)  # the formatter need not search the record
         fields["_wh_redacted"] = True  # ids, numbers and policy-redacted arguments only
         log.log(level, "tool_call", extra=fields)
         for observer in self.observers:
             try:
                 outcome = observer(record)
-                if inspect.isawaitable(outcome):
+                if outcome is not None and inspect.isawaitable(outcome):
                     await outcome
             except Exception:  # an observer must never break a call
                 log.exception("call observer %r failed", observer)
@@ -175,37 +178,48 @@ def _new_record(context: MiddlewareContext[CallToolRequestParams]) -> CallRecord
     message = context.message
     arguments = dict(message.arguments or {})
     ctx = context.fastmcp_context
+    request_id = session_id = transport = None
+    if ctx is not None:
+        request_id, session_id, transport = _context_ids(ctx)
     return CallRecord(
         tool_name=message.name,
-        invocation_id=uuid.uuid4().hex,
-        request_id=_safe(lambda: ctx.request_id) if ctx else None,
-        session_id=_safe(lambda: ctx.session_id) if ctx else None,
+        invocation_id=os.urandom(16).hex(),  # as random as uuid4, a fifth of the cost
+        request_id=request_id,
+        session_id=session_id,
         client_id=_principal(ctx),
-        transport=_safe(lambda: ctx.transport) if ctx else None,
+        transport=transport,
         arguments=arguments,
         request_bytes=encoding.encoded_size(arguments),
     )
 
 
+def _context_ids(ctx: Any) -> tuple[str | None, str | None, str | None]:
+    """(request_id, session_id, transport); each is optional, by transport."""
+    ids: list[str | None] = []
+    for name in ("request_id", "session_id", "transport"):
+        try:
+            value = getattr(ctx, name)
+        except Exception:  # noqa: BLE001 - context fields are optional by transport
+            value = None
+        ids.append(str(value) if value is not None else None)
+    return ids[0], ids[1], ids[2]
+
+
 def _principal(ctx: Any) -> str | None:
     """The authenticated principal when there is one, else the client's own id."""
     try:
-        from fastmcp.server.dependencies import get_access_token
-
         token = get_access_token()
         if token is not None:
             return str(token.client_id)
     except Exception:  # noqa: BLE001 - no auth context
         pass
-    return _safe(lambda: ctx.client_id) if ctx else None
-
-
-def _safe(getter: Callable[[], Any]) -> Any:
-    try:
-        value = getter()
-    except Exception:  # noqa: BLE001 - context fields are optional by transport
+    if ctx is None:
         return None
-    return str(value) if value is not None else None
+    try:
+        client_id = ctx.client_id
+    except Exception:  # noqa: BLE001 - not every transport names its client
+        return None
+    return str(client_id) if client_id is not None else None
 
 
 def _measure(record: CallRecord, result: ToolResult) -> None:
