@@ -1,7 +1,8 @@
 """The trivial tool bench_chassis.py times, as a wellhead plugin.
 
-`bench.trivial_plugin` mounts `server` (the usual plugin shape); `bench.trivial_plugin:register`
-adds the same tool straight onto wellhead's server, which isolates the cost of mounting.
+`bench.trivial_plugin:register` (what bench_chassis.py times) adds the tool straight onto
+wellhead's server, as `mcp.tool(echo)` does on the bare one; `bench.trivial_plugin` mounts
+`server` (the other plugin shape), which `--breakdown` times separately.
 The same `echo` is registered on a bare FastMCP server there, so the servers differ only by
 wellhead's chassis (guards, logs, metrics, watchdog), not by the tool.
 """
