@@ -25,7 +25,7 @@ from mcp.types import CallToolRequestParams, TextContent
 from pydantic import ValidationError as PydanticValidationError
 
 from wellhead.errors import QueryCancelled, QueryTimeout, WellheadError
-from wellhead.observe.logs import EVENT_FIELDS
+from wellhead.observe.logs import emit_event
 from wellhead.observe.tracing import current_trace_id
 from wellhead.sql import encoding
 
@@ -140,9 +140,7 @@ class CallGuard(Middleware):
             fields["arguments"] = self.log_arguments(record.arguments)
         fields.update(record.extra)
         level = logging.INFO if record.outcome in ("ok", "tool_error") else logging.WARNING
-        fields[EVENT_FIELDS] = tuple(fields)  # the formatter need not search the record
-        fields["_wh_redacted"] = True  # ids, numbers and policy-redacted arguments only
-        log.log(level, "tool_call", extra=fields)
+        emit_event(log, level, "tool_call", fields)
         for observer in self.observers:
             try:
                 outcome = observer(record)
@@ -195,14 +193,22 @@ def _new_record(context: MiddlewareContext[CallToolRequestParams]) -> CallRecord
 
 def _context_ids(ctx: Any) -> tuple[str | None, str | None, str | None]:
     """(request_id, session_id, transport); each is optional, by transport."""
-    ids: list[str | None] = []
-    for name in ("request_id", "session_id", "transport"):
-        try:
-            value = getattr(ctx, name)
-        except Exception:  # noqa: BLE001 - context fields are optional by transport
-            value = None
-        ids.append(str(value) if value is not None else None)
-    return ids[0], ids[1], ids[2]
+    request_id = session_id = transport = None
+    try:
+        request = ctx.request_context
+        if request is not None:
+            request_id = str(request.request_id)
+    except Exception:  # noqa: BLE001 - context fields are optional by transport
+        pass
+    try:
+        session_id = str(ctx.session_id)  # FastMCP's own: session state keys on it
+    except Exception:  # noqa: BLE001 - no session (a background task, say)
+        pass
+    try:
+        transport = ctx.transport
+    except Exception:  # noqa: BLE001
+        pass
+    return request_id, session_id, str(transport) if transport is not None else None
 
 
 def _principal(ctx: Any) -> str | None:

@@ -6,12 +6,15 @@ every line any component writes is one JSON object a log shipper can parse.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from wellhead.observe.redact import RedactingFilter, redact_value
 
 _RESERVED = ("fastmcp", "mcp", "uvicorn", "uvicorn.error", "uvicorn.access", "docket")
 
@@ -66,15 +69,27 @@ class JsonLineFormatter(logging.Formatter):
             data["stack_info"] = self.formatStack(record.stack_info)
         return _ENCODER.encode(data)
 
+    def event_line(self, logger: str, level: int, message: str, fields: Mapping[str, Any]) -> str:
+        """The line `format` gives a record of `message` with `fields` named, made directly."""
+        created = time.time()
+        data = {"message": message, **fields}
+        data["ts"] = self._timestamp(created, (created - int(created)) * 1000)
+        data["level"] = logging.getLevelName(level)
+        data["logger"] = logger
+        return _ENCODER.encode(data)
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """The default `2026-11-25 13:36:29,123` (local time); the seconds part is cached."""
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self._timestamp(record.created, record.msecs)
+
+    def _timestamp(self, created: float, msecs: float) -> str:
+        second = int(created)
         if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(created))
             self._second = second
-        return f"{self._prefix},{int(record.msecs):03d}"
+        return f"{self._prefix},{int(msecs):03d}"
 
 
 class _DropFastMCPToolErrors(logging.Filter):
@@ -89,20 +104,73 @@ class _DropFastMCPToolErrors(logging.Filter):
         )
 
 
+class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Wellhead's own handler: JSON lines, FastMCP's duplicate tool errors dropped, secrets
+    redacted. It can also write an event line made without a `LogRecord` (`emit_event`)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream or sys.stderr)
+        self.formatter: JsonLineFormatter = JsonLineFormatter()
+        self.addFilter(_DropFastMCPToolErrors())
+        self.addFilter(RedactingFilter())
+        self._own_filters = list(self.filters)
+
+    def writes_events_directly(self, level: int) -> bool:
+        """Only while configured as built: another filter or formatter must see records."""
+        return (
+            level >= self.level
+            and self.filters == self._own_filters
+            and isinstance(self.formatter, JsonLineFormatter)
+        )
+
+    def write_event(self, logger: str, level: int, message: str, fields: dict[str, Any]) -> None:
+        if fields.get("arguments") is not None:  # as RedactingFilter does for event records
+            fields["arguments"] = redact_value(fields["arguments"])
+        line = self.formatter.event_line(logger, level, message, fields)
+        with self.lock or contextlib.nullcontext():
+            self.stream.write(line + self.terminator)
+            self.flush()
+
+
 def json_handler(stream: Any = None) -> logging.Handler:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonLineFormatter())
-    handler.addFilter(_DropFastMCPToolErrors())
-    _attach_redaction(handler)
-    return handler
+    return JsonLineHandler(stream)
 
 
-def _attach_redaction(handler: logging.Handler) -> None:
-    try:
-        from wellhead.observe.redact import RedactingFilter
-    except ImportError:  # pragma: no cover - redact lands with the chassis
+def emit_event(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+    """Log one structured event (the `tool_call` line): the fields become top-level keys.
+
+    Through `logging` a line like this builds a `LogRecord` of some forty attributes, walks
+    the logger tree and runs the handler's filters, which inside a tool call cost more than
+    the rest of the call guard together. When the only handler that would see the record is
+    wellhead's own, as `configure_logging` sets it up, the same line is made and written
+    directly. Any other listener (a user's handler, pytest's capture, a logger filter) gets
+    the record through `logging` as usual, with the same fields.
+    """
+    if not logger.isEnabledFor(level) or logger.disabled:
         return
-    handler.addFilter(RedactingFilter())
+    handler = _sole_handler(logger)
+    if isinstance(handler, JsonLineHandler) and handler.writes_events_directly(level):
+        try:
+            handler.write_event(logger.name, level, message, fields)
+            return
+        except Exception:  # noqa: BLE001 - let logging report the failure its usual way
+            pass
+    extra = {**fields, EVENT_FIELDS: tuple(fields), "_wh_redacted": True}
+    logger.log(level, message, extra=extra)
+
+
+def _sole_handler(logger: logging.Logger) -> logging.Handler | None:
+    """The one handler a record of `logger` would reach, if exactly one and no logger filters."""
+    found: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        found.extend(current.handlers)
+        if not current.propagate:
+            break
+        current = current.parent
+    return found[0] if len(found) == 1 else None
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
