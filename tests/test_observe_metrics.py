@@ -7,6 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from wellhead.observe.metrics import Metrics
+from wellhead.observe.watchdog import InFlight
 
 
 @pytest.fixture
@@ -55,6 +56,20 @@ def test_in_flight_gauge_goes_back_down_even_on_error() -> None:
     with pytest.raises(RuntimeError), m.in_flight("query"):
         raise RuntimeError("boom")
     assert samples(m)[key] == 0
+
+
+def test_in_flight_is_counted_at_scrape_time_from_the_call_registry() -> None:
+    m, calls = Metrics(), InFlight()
+    m.watch_in_flight(calls.counts)
+    calls.enter("query", "a")
+    calls.enter("query", "b")
+    calls.enter("echo", "c")
+    assert samples(m)[("wellhead_tool_in_flight", (("tool", "query"),))] == 2
+    assert samples(m)[("wellhead_tool_in_flight", (("tool", "echo"),))] == 1
+    calls.exit("a")
+    calls.exit("c")
+    assert samples(m)[("wellhead_tool_in_flight", (("tool", "query"),))] == 1
+    assert samples(m)[("wellhead_tool_in_flight", (("tool", "echo"),))] == 0  # kept, at 0
 
 
 def test_loop_abandoned_audit_and_pool_metrics() -> None:

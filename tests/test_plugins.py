@@ -122,3 +122,25 @@ async def test_plugin_schemas_with_refs_are_inlined_for_clients(demo_db, tmp_pat
         result = await client.call_tool("distance", {"a": {"x": 0, "y": 0}, "b": {"x": 3, "y": 4}})
     assert result.structured_content == {"result": 5.0}
     sys.modules.pop("wh_ref_plugin", None)
+
+
+async def test_response_bytes_is_the_utf8_size_sent(demo_db, tmp_path, monkeypatch, caplog):
+    """The `tool_call` line logs the UTF-8 size of what was sent (measured once, by the budget
+    guard, and reused)."""
+    (tmp_path / "wh_sized_plugin.py").write_text(
+        "def register(mcp):\n"
+        "    @mcp.tool\n"
+        "    async def greet(name: str) -> str:\n"
+        "        return 'grüße, ' + name\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = settings_for(demo_db).model_copy(update={"plugins": ["wh_sized_plugin"]})
+    caplog.set_level(logging.INFO, logger="wellhead.calls")
+    async with client_for(settings) as client:
+        result = await client.call_tool("greet", {"name": "Zoë"})
+    sys.modules.pop("wh_sized_plugin", None)
+    text = result.content[0].text
+    structured = json.dumps(result.structured_content, separators=(",", ":"), ensure_ascii=False)
+    [line] = [r for r in caplog.records if getattr(r, "tool_name", None) == "greet"]
+    assert line.response_bytes == len(text.encode()) + len(structured.encode())
+    assert line.response_bytes > len(text) + len(structured)  # bytes, not characters

@@ -71,6 +71,9 @@ class Runtime:
     _tracer: Any = None
     _metrics_server: Any = None
 
+    def __post_init__(self) -> None:
+        self.metrics.watch_in_flight(self.inflight.counts)
+
     async def start(self) -> None:
         for dialect in {source.dialect for source in self.sources.values()}:
             # The first parse in a dialect pays one-time initialisation: not on the loop.
@@ -210,8 +213,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
             mask_error_details=settings.server.mask_error_details,
             observers=runtime.observers,
             log_arguments=argument_policy(settings.logging.arguments),
-            inflight=runtime.inflight,
-            metrics=runtime.metrics,
+            inflight=runtime.inflight,  # also counts wellhead_tool_in_flight
         ),
         DeadlineGuard(
             limits.tool_timeout_s,

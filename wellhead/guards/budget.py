@@ -18,7 +18,7 @@ from key_value.aio.protocols import AsyncKeyValue
 from mcp.types import CallToolRequestParams, TextContent
 
 from wellhead.errors import CursorError
-from wellhead.guards.calls import ToolFailure
+from wellhead.guards.calls import ToolFailure, current_call, result_sizes
 from wellhead.guards.catalog import ToolCatalog
 from wellhead.sql import encoding
 from wellhead.sql.paging import CursorCodec, CursorState
@@ -34,15 +34,6 @@ def result_text(result: ToolResult) -> str:
     if texts:
         return "\n".join(texts)
     return encoding.dumps(result.structured_content)
-
-
-def result_size(result: ToolResult) -> int:
-    """Bytes of the larger of the two renderings a client may hand its model."""
-    text = sum(len(b.text.encode()) for b in result.content if isinstance(b, TextContent))
-    structured = (
-        encoding.encoded_size(result.structured_content) if result.structured_content else 0
-    )
-    return max(text, structured)
 
 
 def utf8_prefix(data: bytes, limit: int) -> bytes:
@@ -129,8 +120,12 @@ class BudgetGuard(Middleware):
         if name == READ_MORE:  # sizes its chunks itself
             return result
         budget = self.overrides.get(name, self.default_budget)
-        size = result_size(result)
+        text_bytes, structured_bytes = result_sizes(result)
+        size = max(text_bytes, structured_bytes)  # the larger rendering a client may use
         if size <= budget:
+            record = current_call()
+            if record is not None:  # measured once: the call's log line reuses it
+                record.response_bytes = text_bytes + structured_bytes
             return result
         cursor, total = await self.overflow.keep(name, result_text(result))
         advice = (

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,13 +78,11 @@ class CallGuard(Middleware):
         observers: list[CallObserver] | None = None,
         log_arguments: Callable[[dict[str, Any]], Any] | None = None,
         inflight: Any = None,
-        metrics: Any = None,
     ) -> None:
         self.mask_error_details = mask_error_details
         self.observers = observers or []
         self.log_arguments = log_arguments
         self.inflight = inflight
-        self.metrics = metrics
 
     async def on_call_tool(
         self,
@@ -93,11 +92,11 @@ class CallGuard(Middleware):
         record = _new_record(context)
         if self.inflight is not None:
             self.inflight.enter(record.tool_name, record.invocation_id)
-        if self.metrics is not None:
-            self.metrics.call_started(record.tool_name)
+        token = _current_call.set(record)
         try:
             result = await call_next(context)
         except BaseException as exc:  # noqa: BLE001 - the guard's whole job
+            record.response_bytes = 0  # whatever an inner guard measured was not sent
             if not isinstance(exc, Exception):
                 record.outcome = "cancelled"
                 await self._finish(record, None)
@@ -107,6 +106,8 @@ class CallGuard(Middleware):
             if result.is_error and record.outcome == "ok":
                 record.outcome = "tool_error"
             _measure(record, result)
+        finally:
+            _current_call.reset(token)
         await self._finish(record, result)
         return result
 
@@ -129,8 +130,6 @@ class CallGuard(Middleware):
     async def _finish(self, record: CallRecord, result: ToolResult | None) -> None:
         if self.inflight is not None:
             self.inflight.exit(record.invocation_id)
-        if self.metrics is not None:
-            self.metrics.call_ended(record.tool_name)
         record.execution_time_ms = round((time.perf_counter() - record.started) * 1000, 3)
         if result is not None and not record.response_bytes:
             record.response_bytes = _result_bytes(result)
@@ -237,14 +236,31 @@ def _measure(record: CallRecord, result: ToolResult) -> None:
     overflow = (result.meta or {}).get("wellhead", {})
     if overflow.get("truncated"):
         record.truncated = True
-    record.response_bytes = _result_bytes(result)
+    if not record.response_bytes:  # the budget guard may have measured this result already
+        record.response_bytes = _result_bytes(result)
+
+
+def result_sizes(result: ToolResult) -> tuple[int, int]:
+    """UTF-8 bytes of (the text blocks, the structured content as JSON) of a result."""
+    text = sum(len(block.text.encode()) for block in result.content if hasattr(block, "text"))
+    structured = (
+        encoding.encoded_size(result.structured_content)
+        if result.structured_content is not None
+        else 0
+    )
+    return text, structured
 
 
 def _result_bytes(result: ToolResult) -> int:
-    size = sum(len(getattr(block, "text", "") or "") for block in result.content)
-    if result.structured_content is not None:
-        size += encoding.encoded_size(result.structured_content)
-    return size
+    return sum(result_sizes(result))
+
+
+_current_call: ContextVar[CallRecord | None] = ContextVar("wellhead_current_call", default=None)
+
+
+def current_call() -> CallRecord | None:
+    """The record of the tool call running in this context, for inner guards to add to."""
+    return _current_call.get()
 
 
 def _argument_problems(exc: Exception) -> str:

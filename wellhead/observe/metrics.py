@@ -8,7 +8,7 @@ default registry as an import side effect.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +33,46 @@ DURATION_BUCKETS = (
 )  # fmt: skip
 RESPONSE_BYTES_BUCKETS = tuple(float(2**k) for k in range(6, 26, 2))  # 64 B … 16 MiB
 
+InFlightCounts = Callable[[], Mapping[str, int]]
+"""Returns {tool: calls running now}; called at scrape time."""
+
 PoolStats = Callable[[], tuple[int, int]]
 """Returns (size, in_use) for a source's pool; called at scrape time."""
+
+
+class _InFlightCollector(Collector):
+    """`wellhead_tool_in_flight{tool}`, counted at scrape time from the registry of running
+    calls the watchdog keeps anyway: no gauge to bump twice on every call. A tool once seen
+    keeps its series (at 0) so dashboards do not see it vanish."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._probes: list[InFlightCounts] = []
+        self._counted: dict[str, int] = {}
+        self._seen: set[str] = set()
+
+    def watch(self, probe: InFlightCounts) -> None:
+        with self._lock:
+            self._probes.append(probe)
+
+    def add(self, tool: str, delta: int) -> None:
+        with self._lock:
+            self._counted[tool] = self._counted.get(tool, 0) + delta
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            counts = dict(self._counted)
+            probes = list(self._probes)
+        for probe in probes:
+            for tool, running in probe().items():
+                counts[tool] = counts.get(tool, 0) + running
+        self._seen.update(counts)
+        family = GaugeMetricFamily(
+            "wellhead_tool_in_flight", "Tool calls currently running.", labels=["tool"]
+        )
+        for tool in sorted(self._seen):
+            family.add_metric([tool], counts.get(tool, 0))
+        yield family
 
 
 @dataclass
@@ -119,9 +157,6 @@ class Metrics:
             buckets=RESPONSE_BYTES_BUCKETS,
             registry=r,
         )
-        self.tool_in_flight = Gauge(
-            "wellhead_tool_in_flight", "Tool calls currently running.", ["tool"], registry=r
-        )
         self.loop_lag = Gauge(
             "wellhead_event_loop_lag_seconds",
             "Event-loop lag measured by the watchdog at its last tick.",
@@ -150,6 +185,8 @@ class Metrics:
         )
         self._pools = _PoolCollector()
         r.register(self._pools)
+        self._in_flight = _InFlightCollector()
+        r.register(self._in_flight)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     # -- tool calls -------------------------------------------------------------------------
@@ -163,11 +200,9 @@ class Metrics:
         if response_bytes is not None:
             self._child(self.tool_response_bytes, tool).observe(response_bytes)
 
-    def call_started(self, tool: str) -> None:
-        self._child(self.tool_in_flight, tool).inc()
-
-    def call_ended(self, tool: str) -> None:
-        self._child(self.tool_in_flight, tool).dec()
+    def watch_in_flight(self, probe: InFlightCounts) -> None:
+        """Count running calls at scrape time with `probe` (the watchdog's call registry)."""
+        self._in_flight.watch(probe)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(...)` resolves labels on every call; tool names repeat, so keep them."""
@@ -179,13 +214,12 @@ class Metrics:
 
     @contextmanager
     def in_flight(self, tool: str) -> Iterator[None]:
-        """Hold the in-flight gauge up for the duration of a call, even if it raises."""
-        gauge = self.tool_in_flight.labels(tool=tool)
-        gauge.inc()
+        """Count a call in flight for the duration of a block, even if it raises."""
+        self._in_flight.add(tool, 1)
         try:
             yield
         finally:
-            gauge.dec()
+            self._in_flight.add(tool, -1)
 
     # -- event loop -------------------------------------------------------------------------
 

@@ -77,6 +77,15 @@ class InFlight:
         hits = [c for c in calls if c.started <= end and (c.ended is None or c.ended >= start)]
         return sorted(hits, key=lambda c: c.started)
 
+    def counts(self) -> dict[str, int]:
+        """Running calls per tool (the in-flight metric, read at scrape time)."""
+        with self._lock:
+            calls = list(self._running.values())
+        counts: dict[str, int] = {}
+        for call in calls:
+            counts[call.tool] = counts.get(call.tool, 0) + 1
+        return counts
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._running)
