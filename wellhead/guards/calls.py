@@ -200,7 +200,8 @@ def _context_ids(ctx: Any) -> tuple[str | None, str | None, str | None]:
     except Exception:  # noqa: BLE001 - context fields are optional by transport
         pass
     try:
-        session_id = str(ctx.session_id)  # FastMCP's own: session state keys on it
+        session = ctx.session_id  # FastMCP's own: session state keys on it
+        session_id = str(session) if session is not None else None
     except Exception:  # noqa: BLE001 - no session (a background task, say)
         pass
     try:

@@ -2,9 +2,9 @@
 
 FastMCP runs every middleware twice per request (an outer pass for `on_message` and
 `on_request`, a typed pass for `on_call_tool` and friends), each pass building a chain
-of wrappers; five guards as five middlewares cost about as much per call as a trivial
-tool itself. Here the guards keep their `Middleware` hooks (each stays usable on its
-own), and this one middleware runs them in order, outermost first, on the same context.
+of wrappers: tens of microseconds per middleware on every request. Here the guards keep
+their `Middleware` hooks (each stays usable on its own), and this one middleware runs
+them in order, outermost first, on the same context.
 """
 
 from __future__ import annotations
