@@ -33,9 +33,7 @@ import gc
 import logging
 import os
 import pstats
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,9 +51,9 @@ if str(ROOT) not in sys.path:  # `bench.trivial_plugin` must import when run as 
 
 import duckdb  # noqa: E402
 import fastmcp  # noqa: E402
-import httpx  # noqa: E402
 from fastmcp import Client, FastMCP  # noqa: E402
 
+from bench._server import ServerSubprocess, free_port  # noqa: E402
 from wellhead.guards.chain import GuardChain  # noqa: E402
 
 PLUGIN = "bench.trivial_plugin:register"
@@ -284,49 +282,7 @@ async def profile(calls: dict[str, Call], count: int) -> None:
         print(f"    {us:8.1f} us  {module}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Subprocess:
-    def __init__(self, args: list[str], port: int, log: Path, ready_path: str) -> None:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "FASTMCP_CHECK_FOR_UPDATES": "off",
-        }
-        self.log = log
-        self.process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb")
-        )
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-            try:
-                httpx.get(self.url + ready_path, timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError(f"server on port {port} did not start")
-
-    def main_thread_cpu(self) -> float:
-        """CPU seconds of the server's main thread (the event loop), in ns, from schedstat."""
-        fields = Path(f"/proc/{self.process.pid}/schedstat").read_text().split()
-        return int(fields[0]) / 1e9
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def start_http_servers(directory: Path) -> dict[str, Subprocess]:
+def start_http_servers(directory: Path) -> dict[str, ServerSubprocess]:
     """Bare FastMCP (alone and with wellhead's tools) and `wellhead serve`, each in a process."""
     import yaml
 
@@ -345,12 +301,12 @@ def start_http_servers(directory: Path) -> dict[str, Subprocess]:
             "/healthz",
         ),
     }
-    servers: dict[str, Subprocess] = {}
+    servers: dict[str, ServerSubprocess] = {}
     try:
         for name, (command, ready) in commands.items():
             port = free_port()
             log = directory / f"{name}.log"
-            servers[name] = Subprocess([*command, str(port)], port, log, ready)
+            servers[name] = ServerSubprocess([*command, str(port)], port, log, ready)
     except BaseException:
         for server in servers.values():
             server.stop()
@@ -358,7 +314,7 @@ def start_http_servers(directory: Path) -> dict[str, Subprocess]:
     return servers
 
 
-async def over_http(args: argparse.Namespace, servers: dict[str, Subprocess]) -> None:
+async def over_http(args: argparse.Namespace, servers: dict[str, ServerSubprocess]) -> None:
     print(
         f"\nstreamable HTTP, one server process each: {args.rounds} interleaved rounds of "
         f"{args.per_round} calls per side"

@@ -25,7 +25,6 @@ import gc
 import json
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,10 +39,15 @@ from typing import Any
 os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
 os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `bench._server` must import when run as a script
+    sys.path.insert(0, str(ROOT))
+
 import duckdb  # noqa: E402
 import fastmcp  # noqa: E402
-import httpx  # noqa: E402
 from fastmcp import Client  # noqa: E402
+
+from bench._server import ServerSubprocess, free_port  # noqa: E402
 
 SQL = "SELECT * FROM orders"
 CORE_TOOLS = ("list_tables", "describe_table", "query")
@@ -310,37 +314,14 @@ async def in_memory(demo: Path, args: argparse.Namespace, naive: dict[str, float
 # -- over HTTP ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class HttpServer:
+class HttpServer(ServerSubprocess):
     """`python -m wellhead serve --transport http` in its own process, JSON logs to a file."""
 
     def __init__(self, config_path: Path, log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        env = {**os.environ, "FASTMCP_CHECK_FOR_UPDATES": "off"}
+        port = free_port()
         args = [sys.executable, "-m", "wellhead", "serve", "--config", str(config_path)]
-        args += ["--transport", "http", "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not become ready")
+        args += ["--transport", "http", "--port", str(port)]
+        super().__init__(args, port, log, "/readyz")
 
     def query_times(self) -> list[float]:
         times = []
@@ -354,13 +335,6 @@ class HttpServer:
             if entry.get("tool_name") == "query":
                 times.append(float(entry.get("execution_time_ms", 0.0)))
         return times
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 async def over_http(server: HttpServer, args: argparse.Namespace, naive: dict[str, float] | None):  # type: ignore[no-untyped-def]
