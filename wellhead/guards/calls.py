@@ -132,6 +132,7 @@ class CallGuard(Middleware):
             self.inflight.exit(record.invocation_id)
         record.execution_time_ms = round((time.perf_counter() - record.started) * 1000, 3)
         if result is not None and not record.response_bytes:
+            # Unless the budget guard already measured the result it let through.
             record.response_bytes = _result_bytes(result)
         record.trace_id = current_trace_id()
         fields = call_event(record)
@@ -237,8 +238,6 @@ def _measure(record: CallRecord, result: ToolResult) -> None:
     overflow = (result.meta or {}).get("wellhead", {})
     if overflow.get("truncated"):
         record.truncated = True
-    if not record.response_bytes:  # the budget guard may have measured this result already
-        record.response_bytes = _result_bytes(result)
 
 
 def result_sizes(result: ToolResult) -> tuple[int, int]:

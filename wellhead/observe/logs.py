@@ -14,15 +14,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from wellhead.observe.redact import RedactingFilter, redact_value
+from wellhead.observe.redact import STANDARD_RECORD_ATTRS, RedactingFilter, redact_event
 
 _RESERVED = ("fastmcp", "mcp", "uvicorn", "uvicorn.error", "uvicorn.access", "docket")
-
-
-# Attributes every LogRecord has; anything else came through `extra=` and becomes a field.
-_STANDARD = frozenset(
-    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
-)
 
 
 EVENT_FIELDS = "_wh_fields"
@@ -55,7 +49,7 @@ class JsonLineFormatter(logging.Formatter):
                 data[key] = attributes[key]
         else:
             for key, value in attributes.items():
-                if key not in _STANDARD and not key.startswith("_"):
+                if key not in STANDARD_RECORD_ATTRS and not key.startswith("_"):
                     data[key] = value
         data["ts"] = self.formatTime(record)
         data["level"] = record.levelname
@@ -123,8 +117,7 @@ class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         )
 
     def write_event(self, logger: str, level: int, message: str, fields: dict[str, Any]) -> None:
-        if fields.get("arguments") is not None:  # as RedactingFilter does for event records
-            fields["arguments"] = redact_value(fields["arguments"])
+        redact_event(fields)  # what RedactingFilter does to the same event as a record
         line = self.formatter.event_line(logger, level, message, fields)
         with self.lock or contextlib.nullcontext():
             self.stream.write(line + self.terminator)

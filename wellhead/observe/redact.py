@@ -146,11 +146,20 @@ def hash_value(v: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-# Attributes every LogRecord has; anything else was passed through `extra=`.
-_STANDARD_RECORD_ATTRS = frozenset(
+STANDARD_RECORD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys()
     | {"message", "asctime", "taskName"}
 )
+"""Attributes every LogRecord has; anything else was passed through `extra=`."""
+
+
+def redact_event(fields: dict[str, Any]) -> None:
+    """Redact an event's fields in place (a `tool_call` line: a constant message, ids and
+    numbers). Only its arguments can hold a secret (the `full` policy passes them as given),
+    so only they are scanned."""
+    arguments = fields.get("arguments")
+    if arguments is not None:
+        fields["arguments"] = redact_value(arguments)
 
 
 class RedactingFilter(logging.Filter):
@@ -165,11 +174,7 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.__dict__.get("_wh_redacted"):
-            # A tool_call line: a constant message, ids and numbers; only arguments can hold
-            # a secret (the `full` policy passes them as given), so only they are scanned.
-            arguments = record.__dict__.get("arguments")
-            if arguments is not None:
-                record.__dict__["arguments"] = redact_value(arguments)
+            redact_event(record.__dict__)
             return True
         if isinstance(record.msg, Mapping) and not record.args:
             record.msg = redact_mapping(record.msg)  # structured message: keep it a mapping
@@ -189,7 +194,7 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact_text(record.stack_info)
         for key in list(record.__dict__):
-            if key in _STANDARD_RECORD_ATTRS:
+            if key in STANDARD_RECORD_ATTRS:
                 continue
             value = record.__dict__[key]
             if is_secret_key(key) and value is not None:
