@@ -63,6 +63,7 @@ def _format(**extra: Any) -> dict[str, Any]:
     record = logging.getLogger("wellhead.test.chain").makeRecord(
         "wellhead.test.chain", logging.INFO, __file__, 1, "tool_call", (), None, extra=extra
     )
+    record.created, record.msecs = 1_700_000_000.25, 250.0  # two records, one timestamp
     return json.loads(JsonLineFormatter().format(record))
 
 
