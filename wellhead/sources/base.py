@@ -64,7 +64,24 @@ class RowBatch:
     columns: list[Column]
     rows: list[tuple[Value, ...]]
     more: bool
-    """True when the engine had at least one more row than `max_rows` (it was not fetched)."""
+    """True when the engine had at least one more row than `max_rows` (it was not fetched),
+    or when fetching stopped early because the rows reached `max_bytes` (see `Source.fetch`)."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An SQL interval as the engine stores it: months, days and time kept apart.
+
+    `timedelta` cannot hold a month (28 to 31 days) and folds days into seconds, so
+    `INTERVAL 1 MONTH` and `INTERVAL 30 DAY` would look the same. Every source that
+    has intervals (DuckDB, PostgreSQL via asyncpg's tuple codec) returns this instead;
+    `wellhead.sql.encoding` writes it as an ISO 8601 duration (`P1M`, `P30D`, `PT1H30M`).
+    The three fields may have different signs (PostgreSQL allows `1 mon -2 days`).
+    """
+
+    months: int = 0
+    days: int = 0
+    microseconds: int = 0
 
 
 class Source(abc.ABC):
@@ -99,9 +116,21 @@ class Source(abc.ABC):
 
     @abc.abstractmethod
     async def fetch(
-        self, sql: str, params: Sequence[Value], *, max_rows: int, timeout: float
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        max_rows: int,
+        timeout: float,
+        max_bytes: int | None = None,
     ) -> RowBatch:
         """Run one safe statement, fetch at most `max_rows` rows, never the whole result.
+
+        With `max_bytes`, rows are fetched in small chunks and fetching stops once the
+        estimated size of the values fetched so far exceeds it (`RowBatch.more` is then
+        True): a page of wide rows never sits whole in memory before the byte budget
+        applies. The batch may hold somewhat more than `max_bytes` (the caller fits rows
+        to its budget exactly); at least one row is returned when there is one.
 
         Raise `QueryTimeout` after `timeout` seconds (the engine is interrupted, not
         abandoned), `QueryFailed` when the engine rejects the statement. On task
