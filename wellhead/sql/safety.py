@@ -450,6 +450,60 @@ _VALUE_END = _QUOTED | {
     TokenType.R_BRACE,
     TokenType.STAR,
 }
+# Calls whose value can differ between two runs of the same statement (paging runs it once
+# per page): random values, the clock, and state of the connection that happens to run it.
+_VOLATILE_NODES: tuple[type, ...] = (
+    exp.Rand,
+    exp.Randn,
+    exp.Randstr,
+    exp.Uuid,
+    exp.CurrentTimestamp,
+    exp.CurrentTimestampLTZ,
+    exp.CurrentDate,
+    exp.CurrentDatetime,
+    exp.CurrentTime,
+    exp.Localtime,
+    exp.Localtimestamp,
+    exp.Systimestamp,
+    exp.TableSample,
+)
+_VOLATILE_NAMES = frozenset(
+    {
+        "random",
+        "rand",
+        "random_normal",
+        "randomblob",
+        "random_uuid",
+        "gen_random_uuid",
+        "gen_random_bytes",
+        "uuid",
+        "uuidv4",
+        "uuidv7",
+        "uuid_generate_v1",
+        "uuid_generate_v1mc",
+        "uuid_generate_v4",
+        "setseed",
+        "now",
+        "clock_timestamp",
+        "statement_timestamp",
+        "transaction_timestamp",
+        "timeofday",
+        "get_current_timestamp",
+        "get_current_time",
+        "current_localtimestamp",
+        "today",
+        "pg_backend_pid",
+        "inet_client_port",
+        "txid_current_snapshot",
+        "pg_current_snapshot",
+        "changes",
+        "total_changes",
+        "last_insert_rowid",
+        "current_query",
+    }
+)
+_NOW_WITHOUT_ARGS = frozenset({"date", "time", "datetime", "julianday", "unixepoch"})
+_CLOCK_WORDS = frozenset({"now", "today", "tomorrow", "yesterday"})
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PATHLIKE = re.compile(r"[./\\:*?~]")
 _PLAIN_WS = frozenset(" \t\n\r\f")
@@ -470,6 +524,17 @@ class CheckedStatement:
     """`select` (pageable), `explain`, `describe` or `show`."""
     pageable: bool
     """True for kind == "select": the paging layer may wrap it as a subquery."""
+    volatile: bool = False
+    """True when running it twice may give different rows or values: it calls random(),
+    a UUID generator, the clock (now()/current_timestamp are fixed per statement but differ
+    per page), a session-dependent function, or samples a table (TABLESAMPLE, USING SAMPLE).
+    Pages of such a statement do not add up to one result, so the paging layer must not
+    hand out a cursor for it."""
+    percent_limit: bool = False
+    """True when the top-level LIMIT / FETCH FIRST is a percentage (DuckDB `LIMIT 10%`,
+    `LIMIT 10 PERCENT`, `FETCH FIRST 10 PERCENT ROWS ONLY`): a page window must not replace
+    it with a row count. sqlglot keeps it as `limit_options.percent` and writes it back as
+    `LIMIT 10 PERCENT`, which DuckDB reads the same way."""
 
 
 def check_read_only(sql: str, dialect: str) -> CheckedStatement:
@@ -687,9 +752,16 @@ def _check_tokens(
         return _check_pg_show(text, tokens)
     tree = _parse(_for_parsing(text, tokens, dialect), dialect)
     kind = _kind(tree, dialect, tokens)
-    _walk(tree, dialect)
+    volatile = _walk(tree, dialect)
     _scan_function_tokens(tokens, dialect)
-    return CheckedStatement(sql=text, tree=tree, kind=kind, pageable=kind == "select")
+    return CheckedStatement(
+        sql=text,
+        tree=tree,
+        kind=kind,
+        pageable=kind == "select",
+        volatile=volatile,
+        percent_limit=_percent_limit(tree),
+    )
 
 
 def _for_parsing(text: str, tokens: list[Token], dialect: str) -> str:
@@ -822,9 +894,13 @@ def _check_explain(text: str, tokens: list[Token], dialect: str) -> CheckedState
     return CheckedStatement(sql=text, tree=tree, kind="explain", pageable=False)
 
 
-def _walk(tree: exp.Expression, dialect: str) -> None:
+def _walk(tree: exp.Expression, dialect: str) -> bool:
+    """Refuse any node that is not a read; return whether the statement is volatile."""
     deny = _DENY[dialect]
+    volatile = False
     for node in tree.walk():
+        if not volatile:
+            volatile = _is_volatile(node)
         if node is not tree and isinstance(node, (exp.Describe, exp.Show, exp.Summarize)):
             raise UnsafeSQL(f"{node.key.upper()} is only allowed as the whole statement")
         if isinstance(node, _WRITE_NODES) and not (node is tree and _is_read_root(node)):
@@ -849,6 +925,52 @@ def _walk(tree: exp.Expression, dialect: str) -> None:
                     raise UnsafeSQL(_function_message(fname, denied))
         if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
             _check_table_name(node, dialect)
+        if isinstance(node, exp.LimitOptions) and node.args.get("percent"):
+            _check_percent(node)
+    return volatile
+
+
+def _is_volatile(node: exp.Expr) -> bool:
+    if isinstance(node, _VOLATILE_NODES):
+        return True
+    if isinstance(node, exp.Func):
+        names = _function_names(node)
+        if any(name in _VOLATILE_NAMES for name in names):
+            return True
+        # SQLite date functions read the clock when called without a time value: date().
+        if any(name in _NOW_WITHOUT_ARGS for name in names):
+            args = node.expressions if isinstance(node, exp.Anonymous) else node.args.values()
+            return not any(args)
+        return False
+    if isinstance(node, exp.Literal) and node.is_string:
+        # 'now' / 'today' as a value: PostgreSQL casts ('now'::timestamp), SQLite date
+        # functions (date('now'), strftime('%s', 'now')).
+        return node.name.strip().lower() in _CLOCK_WORDS
+    return False
+
+
+def _percent_limit(tree: exp.Expression) -> bool:
+    node = tree.unnest() if isinstance(tree, exp.Subquery) else tree
+    for key in ("limit", "fetch"):
+        clause = node.args.get(key)
+        if isinstance(clause, (exp.Limit, exp.Fetch)):
+            options = clause.args.get("limit_options")
+            if isinstance(options, exp.LimitOptions) and options.args.get("percent"):
+                return True
+    return False
+
+
+def _check_percent(options: exp.LimitOptions) -> None:
+    """sqlglot writes `LIMIT (5 + 5)%` back as `LIMIT (5 + 5) PERCENT`, which DuckDB cannot
+    parse: a percentage must be a plain number so the statement survives regeneration."""
+    clause = options.parent
+    value = None
+    if isinstance(clause, exp.Limit):
+        value = clause.args.get("expression")
+    elif isinstance(clause, exp.Fetch):
+        value = clause.args.get("count")
+    if not (isinstance(value, exp.Literal) and not value.is_string):
+        raise UnsafeSQL("a percentage LIMIT must be a plain number (LIMIT 10%), not an expression")
 
 
 def _check_table_name(node: exp.Table, dialect: str) -> None:
