@@ -2,7 +2,10 @@
 
 Rows travel as arrays under one column list (never a dict per row). Values JSON cannot
 hold exactly are made explicit rather than silently changed: a Decimal that a float would
-round becomes a string, NaN/Infinity become strings, bytes become base64.
+round becomes a string, NaN/Infinity become strings, bytes become base64, an integer
+outside JSON's safe range (|n| > 2**53 - 1, where JavaScript clients would round it)
+becomes a decimal string, and an interval becomes an ISO 8601 duration that keeps
+months, days and time apart (`P1M` is not `P30D`).
 """
 
 from __future__ import annotations
@@ -17,13 +20,59 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from wellhead.errors import BudgetExceeded
+from wellhead.sources.base import Interval
 
 JsonValue = Any
 
+MAX_SAFE_INTEGER = 2**53 - 1
+"""The largest integer every JSON reader holds exactly (an IEEE double's 53-bit mantissa)."""
+
+_MICROS_PER_DAY = 86_400_000_000
+
+
+def iso_duration(interval: Interval) -> str:
+    """An ISO 8601 duration with months, days and time kept apart: `P1Y2M3DT4H5M6.789S`.
+
+    Negative parts carry their own sign, as PostgreSQL's `IntervalStyle = iso_8601`
+    writes them (`P-1M2D`, `PT-1H-30M`); a zero interval is `PT0S`.
+    """
+    years, months = _split(interval.months, 12)
+    micros = interval.microseconds
+    hours, rest = _split(micros, 3_600_000_000)
+    minutes, rest = _split(rest, 60_000_000)
+    seconds, fraction = _split(rest, 1_000_000)
+    date = "".join(
+        f"{n}{unit}" for n, unit in ((years, "Y"), (months, "M"), (interval.days, "D")) if n
+    )
+    time = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M")) if n)
+    if seconds or fraction:
+        sign = "-" if rest < 0 else ""
+        digits = f"{abs(seconds)}" + (f".{abs(fraction):06d}".rstrip("0") if fraction else "")
+        time += f"{sign}{digits}S"
+    if not date and not time:
+        return "PT0S"
+    return "P" + date + ("T" + time if time else "")
+
+
+def _split(value: int, unit: int) -> tuple[int, int]:
+    """divmod truncating toward zero, so both parts keep the sign of `value`."""
+    whole = abs(value) // unit
+    part = abs(value) - whole * unit
+    return (-whole, -part) if value < 0 else (whole, part)
+
+
+def interval_from_timedelta(value: dt.timedelta) -> Interval:
+    """A driver's timedelta as days and time; it never held months, so none are invented."""
+    total = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    days, micros = _split(total, _MICROS_PER_DAY)
+    return Interval(days=days, microseconds=micros)
+
 
 def to_json_value(value: Any) -> JsonValue:
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | str):
         return value
+    if isinstance(value, int):
+        return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, decimal.Decimal):
@@ -33,8 +82,10 @@ def to_json_value(value: Any) -> JsonValue:
         return as_float if decimal.Decimal(repr(as_float)) == value else str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
+    if isinstance(value, Interval):
+        return iso_duration(value)
     if isinstance(value, dt.timedelta):
-        return str(value)
+        return iso_duration(interval_from_timedelta(value))
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
