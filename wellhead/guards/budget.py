@@ -20,12 +20,17 @@ from mcp.types import CallToolRequestParams, TextContent
 from wellhead.errors import CursorError
 from wellhead.guards.calls import ToolFailure, current_call, result_sizes
 from wellhead.guards.catalog import ToolCatalog
+from wellhead.identity import caller_owner
 from wellhead.sql import encoding
 from wellhead.sql.paging import CursorCodec, CursorState
 
 OVERFLOW_TTL_S = 900
 _COLLECTION = "wellhead-overflow"
 READ_MORE = "read_more"
+_NOT_FOUND = (
+    "this stored result was not found: results are kept for {minutes} minutes, and only for "
+    "the caller and session that made them; call the original tool again"
+)
 
 
 def result_text(result: ToolResult) -> str:
@@ -54,27 +59,30 @@ class OverflowStore:
         self.codec = codec
         self.ttl = ttl
 
-    async def keep(self, tool: str, text: str) -> tuple[str, int]:
+    async def keep(self, tool: str, text: str, owner: str | None = None) -> tuple[str, int]:
+        """Store a result for its caller only: `owner` (identity.caller_owner) is kept with
+        it and stamped on the cursor; anyone else is told it does not exist."""
         key = secrets.token_urlsafe(18)
         await self.store.put(
-            key, {"tool": tool, "text": text}, collection=_COLLECTION, ttl=self.ttl
+            key, {"tool": tool, "text": text, "owner": owner}, collection=_COLLECTION, ttl=self.ttl
         )
         size = len(text.encode())
-        return self.cursor(key, 0, size), size
+        return self.cursor(key, 0, size, owner), size
 
-    def cursor(self, key: str, offset: int, total: int) -> str:
-        return self.codec.encode(CursorState(READ_MORE, "", key, {}, offset, total))
+    def cursor(self, key: str, offset: int, total: int, owner: str | None = None) -> str:
+        return self.codec.encode(CursorState(READ_MORE, "", key, {}, offset, total, owner))
 
-    async def chunk(self, cursor: str, budget: int) -> dict[str, Any]:
+    async def chunk(self, cursor: str, budget: int, owner: str | None = None) -> dict[str, Any]:
         state = self.codec.decode(cursor)
         if state.tool != READ_MORE:
             raise CursorError(f"this cursor belongs to tool '{state.tool}'; pass it to that tool")
+        if state.owner != owner:
+            raise CursorError(_NOT_FOUND.format(minutes=f"{self.ttl / 60:g}"))
         entry = await self.store.get(state.sql, collection=_COLLECTION)
+        if entry is not None and entry.get("owner") != owner:
+            entry = None  # a stored result of someone else's: it does not exist for this caller
         if entry is None:
-            raise CursorError(
-                "this result has expired (results are kept for "
-                f"{self.ttl / 60:g} minutes); call the original tool again"
-            )
+            raise CursorError(_NOT_FOUND.format(minutes=f"{self.ttl / 60:g}"))
         data = str(entry["text"]).encode()
         piece = utf8_prefix(data[state.offset :], budget)
         while piece and encoding.encoded_size(piece.decode()) > budget:  # JSON escapes grow it
@@ -87,7 +95,7 @@ class OverflowStore:
             "offset": state.offset,
             "total_bytes": len(data),
             "truncated": more,
-            "next_cursor": self.cursor(state.sql, end, len(data)) if more else None,
+            "next_cursor": self.cursor(state.sql, end, len(data), owner) if more else None,
             "note": (
                 f"Bytes {state.offset + 1}-{end} of {len(data):,}; pass next_cursor to read_more "
                 "for the rest."
@@ -104,8 +112,10 @@ class BudgetGuard(Middleware):
         overflow: OverflowStore,
         overrides: dict[str, int] | None = None,
         catalog: ToolCatalog | None = None,
+        max_budget: int | None = None,
     ) -> None:
         self.catalog = catalog or ToolCatalog()
+        self.max_budget = max_budget or default_budget
         self.default_budget = default_budget
         self.overflow = overflow
         self.overrides = overrides or {}
@@ -120,6 +130,11 @@ class BudgetGuard(Middleware):
         if name == READ_MORE:  # sizes its chunks itself
             return result
         budget = self.overrides.get(name, self.default_budget)
+        asked = (context.message.arguments or {}).get("budget_bytes")
+        if isinstance(asked, int) and not isinstance(asked, bool) and asked > budget:
+            # The tool already fitted its result to the budget the caller asked for (query
+            # checks it against limits.max_result_budget_bytes): honour it, within that cap.
+            budget = min(asked, self.max_budget)
         text_bytes, structured_bytes = result_sizes(result)
         size = max(text_bytes, structured_bytes)  # the larger rendering a client may use
         if size <= budget:
@@ -127,7 +142,7 @@ class BudgetGuard(Middleware):
             if record is not None:  # measured once: the call's log line reuses it
                 record.response_bytes = text_bytes + structured_bytes
             return result
-        cursor, total = await self.overflow.keep(name, result_text(result))
+        cursor, total = await self.overflow.keep(name, result_text(result), caller_owner())
         advice = (
             f"tool '{name}' returned {size:,} bytes, more than its {budget:,}-byte budget "
             f"(about {budget // 4:,} tokens)"

@@ -1,17 +1,25 @@
 """Run one agent statement as one honest page: safe, deadlined, budgeted, resumable.
 
-The flow for a call: check the SQL in the source's dialect, bind `:name` parameters, learn
-the output columns (a LIMIT 0 probe), fetch exactly one page in a deterministic total order,
-fit it to the byte budget, and, on a first page with more to come, count the total when that
-is cheap (bounded by `count_timeout_s`). Anything left over is reachable through the cursor.
+A first page costs one engine round trip when the result is small: the statement runs as
+written with a row limit of one more than the page, and when that is complete and fits the
+budget it is the answer. Only a result that really has more pays for exactness: the page is
+fetched again in a deterministic total order (the user's ORDER BY, then every column), the
+total is counted when that is cheap (bounded by `count_timeout_s`), and the cursor carries
+the column types so later pages need no probe.
+
+Statements are checked, bound and compiled once: a bounded cache keyed by source, SQL text
+and parameter names holds the checked statement, its positional SQL and its page templates,
+so repeated SQL (SQL tools, re-runs with new values, every page of a walk) skips sqlglot.
+Large texts are checked in a worker thread so parsing never stalls the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlglot
@@ -19,16 +27,36 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from wellhead.config import LimitsConfig
-from wellhead.errors import CursorError, InvalidRequest, QueryFailed, QueryTimeout, UnsafeSQL
+from wellhead.errors import (
+    BudgetExceeded,
+    CursorError,
+    InvalidRequest,
+    QueryFailed,
+    QueryTimeout,
+    UnsafeSQL,
+)
 from wellhead.sources.base import Column, RowBatch, Source
 from wellhead.sql import encoding
-from wellhead.sql.paging import CursorCodec, CursorState, count_tree, paged_tree, probe_tree
+from wellhead.sql.paging import CursorCodec, CursorState, PageTemplate, count_tree
 from wellhead.sql.safety import CheckedStatement, bind_named, check_read_only
 
 ProgressCallback = Callable[[float, float], Awaitable[None]]
 _PROGRESS_EVERY_S = 1.0
-_ENVELOPE_SLACK = 256
 _ENCODE_IN_THREAD_ROWS = 2_000
+_CHECK_IN_THREAD_BYTES = 4_096
+"""Statements longer than this are checked in a worker thread (about a millisecond of parsing)."""
+_CACHE_ENTRIES = 512
+_CACHE_MAX_SQL_BYTES = 16_384
+"""Longer statements are compiled every time: the cache stays small (at most ~8 MiB)."""
+_DEFAULT_MAX_SQL_BYTES = 131_072
+_RESULT_FIXED_BYTES = 160
+"""The keys and scalars of a result (source, row_count, offset, total_rows, truncated...)."""
+_NOTE_BYTES = 400
+"""Room for the one-line note; notes are shorter than this."""
+NOT_FOUND = (
+    "cursor not found: it has expired, or it belongs to another caller (cursors and stored "
+    "results only work for the caller and session that made them); run the query again"
+)
 
 
 @dataclass(frozen=True)
@@ -40,10 +68,13 @@ class Page:
     total_rows: int | None
     next_cursor: str | None
     note: str | None
+    more: bool = False
+    """There are rows after this page; normally `next_cursor` continues, but a volatile
+    statement (random(), now()) is not pageable and has `more` without a cursor."""
 
     @property
     def truncated(self) -> bool:
-        return self.next_cursor is not None
+        return self.next_cursor is not None or self.more
 
 
 @dataclass(frozen=True)
@@ -67,6 +98,89 @@ class PageRequest:
     total: int | None = None
     max_rows: int | None = None
     budget_bytes: int | None = None
+    owner: str | None = None
+    """Who asks (identity.caller_owner()); stamped on the cursor so only they can continue."""
+    column_types: list[str] | None = None
+    """From the cursor: the result's column types, which the total order of a page needs."""
+
+
+@dataclass
+class CompiledStatement:
+    """Everything about a statement that does not depend on its parameter values."""
+
+    checked: CheckedStatement
+    sql: str
+    """The positional (bound) SQL."""
+    slots: list[str]
+    """The parameter name behind each positional value, in order."""
+    tree: exp.Expression | None
+    first: PageTemplate | None
+    """The statement in its own order with an open window: the one-round-trip first page."""
+    ordered: dict[tuple[str, ...], PageTemplate] = field(default_factory=dict)
+    count_sql: str | None = None
+
+    @property
+    def volatile(self) -> bool:
+        """Calls random(), now(), sampling...: every run differs, so pages would not join up."""
+        return bool(getattr(self.checked, "volatile", False))
+
+    def values(self, params: dict[str, Any]) -> list[Any]:
+        return [params[name] for name in self.slots]
+
+    def ordered_template(self, dialect: str, types: list[str]) -> PageTemplate:
+        """The total-order page template for these column types (built once, kept)."""
+        key = tuple(types)
+        template = self.ordered.get(key)
+        if template is None:
+            assert self.tree is not None
+            template = PageTemplate(
+                self.tree, dialect=dialect, column_count=len(types), column_types=types
+            )
+            if len(self.ordered) < 8:  # a statement's types rarely change; never unbounded
+                self.ordered[key] = template
+        return template
+
+    def counting_sql(self, dialect: str) -> str:
+        if self.count_sql is None:
+            assert self.tree is not None
+            self.count_sql = count_tree(self.tree).sql(dialect=dialect)
+        return self.count_sql
+
+
+class _Slot:
+    """Stands in for a parameter value while binding, to learn which name goes where."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class StatementCache:
+    """A bounded LRU of compiled statements, keyed by source, SQL text and parameter names."""
+
+    def __init__(self, entries: int = _CACHE_ENTRIES) -> None:
+        self.entries = entries
+        self._items: OrderedDict[tuple[str, str, tuple[str, ...]], CompiledStatement] = (
+            OrderedDict()
+        )
+
+    def get(self, key: tuple[str, str, tuple[str, ...]]) -> CompiledStatement | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: tuple[str, str, tuple[str, ...]], item: CompiledStatement) -> None:
+        if len(key[1]) > _CACHE_MAX_SQL_BYTES:
+            return
+        self._items[key] = item
+        self._items.move_to_end(key)
+        while len(self._items) > self.entries:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class QueryExecutor:
@@ -76,32 +190,51 @@ class QueryExecutor:
         self.sources = sources
         self.limits = limits
         self.codec = codec
+        self.statements = StatementCache()
 
     def source(self, name: str) -> Source:
         try:
             return self.sources[name]
         except KeyError:
             known = ", ".join(sorted(self.sources))
-            raise InvalidRequest(f"unknown source '{name}'; available sources: {known}") from None
+            raise InvalidRequest(
+                f"unknown source '{_clip(name)}'; available sources: {known}"
+            ) from None
 
-    def resume(self, cursor: str, *, tool: str, sql: str | None, source: str | None) -> CursorState:
-        """Decode a cursor and check it belongs to this tool and (if repeated) this query."""
+    def resume(
+        self,
+        cursor: str,
+        *,
+        tool: str,
+        sql: str | None,
+        source: str | None,
+        owner: str | None = None,
+    ) -> CursorState:
+        """Decode a cursor and check it belongs to this caller, this tool and this query."""
         state = self.codec.decode(cursor)
+        if state.owner != owner:
+            raise CursorError(NOT_FOUND)
         if state.tool != tool:
-            raise CursorError(f"this cursor belongs to tool '{state.tool}', not '{tool}'")
+            raise CursorError(f"this cursor belongs to tool '{state.tool}', not '{_clip(tool)}'")
         if sql is not None and sql.strip() != state.sql.strip():
             raise CursorError(
                 "this cursor belongs to a different query; pass only the cursor to continue, "
                 "or run the new query without one"
             )
         if source is not None and source != state.source:
-            raise CursorError(f"this cursor belongs to source '{state.source}', not '{source}'")
+            raise CursorError(
+                f"this cursor belongs to source '{state.source}', not '{_clip(source)}'"
+            )
         return state
 
     def check(self, source: Source, sql: str) -> CheckedStatement:
         if not sql or not sql.strip():
             raise InvalidRequest("sql is empty; pass one read-only SQL statement")
-        return check_read_only(sql, source.dialect)
+        self._check_size(sql)
+        try:
+            return check_read_only(sql, source.dialect)
+        except RecursionError:
+            raise UnsafeSQL(_TOO_DEEP) from None
 
     async def run(self, request: PageRequest, on_progress: ProgressCallback | None = None) -> Page:
         limits = self.limits
@@ -117,85 +250,184 @@ class QueryExecutor:
                 f"(got {budget})"
             )
         source = self.source(request.source)
-        statement = self.bind(source, self.check(source, request.sql), request.params)
+        compiled = await self.compile(source, request.sql, request.params)
+        values = compiled.values(request.params)
         deadline = time.monotonic() + limits.query_timeout_s
 
         reporter = None
         if on_progress is not None:
             reporter = asyncio.ensure_future(_report_progress(on_progress, limits.query_timeout_s))
         try:
-            page = await self._page(source, statement, request, max_rows, budget, deadline)
+            page = await self._page(source, compiled, values, request, max_rows, budget, deadline)
         finally:
             if reporter is not None:
                 reporter.cancel()
         return page
 
+    async def compile(self, source: Source, sql: str, params: dict[str, Any]) -> CompiledStatement:
+        """The compiled statement, from the cache or checked now (off the loop when long)."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise InvalidRequest("sql is empty; pass one read-only SQL statement")
+        self._check_size(sql)
+        names = tuple(sorted(params))
+        key = (source.name, sql, names)
+        cached = self.statements.get(key)
+        if cached is not None:
+            return cached
+        if len(sql) > _CHECK_IN_THREAD_BYTES:
+            compiled = await asyncio.to_thread(self._compile, source, sql, names)
+        else:
+            compiled = self._compile(source, sql, names)
+        self.statements.put(key, compiled)
+        return compiled
+
+    def _compile(self, source: Source, sql: str, names: tuple[str, ...]) -> CompiledStatement:
+        try:
+            checked = check_read_only(sql, source.dialect)
+            bound, slots = bind_named(
+                checked,
+                {name: _Slot(name) for name in names},
+                source.placeholder_style,  # type: ignore[arg-type]
+            )
+            tree: exp.Expression | None = None
+            first: PageTemplate | None = None
+            if checked.pageable:
+                try:
+                    tree = sqlglot.parse_one(bound, read=source.dialect)  # type: ignore[assignment]
+                except SqlglotError as exc:  # the checked text parsed; its bound twin must too
+                    raise UnsafeSQL(f"could not re-parse the bound statement: {exc}") from None
+                first = PageTemplate(tree, dialect=source.dialect, column_count=None)  # type: ignore[arg-type]
+        except RecursionError:
+            raise UnsafeSQL(_TOO_DEEP) from None
+        return CompiledStatement(
+            checked=checked,
+            sql=bound,
+            slots=[slot.name for slot in slots],  # type: ignore[attr-defined]
+            tree=tree,
+            first=first,
+        )
+
     def bind(
         self, source: Source, checked: CheckedStatement, params: dict[str, Any]
     ) -> BoundStatement:
+        """Bind one checked statement's parameters (for callers outside the page path)."""
         sql, values = bind_named(checked, params, source.placeholder_style)  # type: ignore[arg-type]
         tree: exp.Expression | None = None
         if checked.pageable:
             try:
                 tree = sqlglot.parse_one(sql, read=source.dialect)  # type: ignore[assignment]
-            except SqlglotError as exc:  # the checked text parsed; its bound twin must too
+            except SqlglotError as exc:
                 raise UnsafeSQL(f"could not re-parse the bound statement: {exc}") from None
         return BoundStatement(checked=checked, sql=sql, tree=tree, values=values)
+
+    def _check_size(self, sql: str) -> None:
+        limit = getattr(self.limits, "max_sql_bytes", _DEFAULT_MAX_SQL_BYTES)
+        size = len(sql.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise InvalidRequest(
+                f"sql is {size:,} bytes, more than the {limit:,}-byte limit "
+                "(limits.max_sql_bytes); for long value lists use a parameter per value, a "
+                "join against a table, or a range condition"
+            )
 
     async def _page(
         self,
         source: Source,
-        statement: BoundStatement,
+        compiled: CompiledStatement,
+        values: list[Any],
         request: PageRequest,
         max_rows: int,
         budget: int,
         deadline: float,
     ) -> Page:
         offset = request.offset
-        if statement.tree is not None:
-            probe = await self._fetch(source, statement, probe_tree(statement.tree), 0, deadline)
-            tree = paged_tree(
-                statement.tree,
-                column_count=len(probe.columns),
-                offset=offset,
-                limit=max_rows + 1,
-                dialect=source.dialect,
-                column_types=[c.type for c in probe.columns],
+        if compiled.first is None:  # EXPLAIN, SHOW...: not wrappable; the engine runs it as is
+            batch = await self._fetch(
+                source, compiled.sql, values, offset + max_rows, deadline, max_bytes=None
             )
-            batch = await self._fetch(source, statement, tree, max_rows, deadline)
-            rows: list[tuple[Any, ...]] = batch.rows
-        else:
-            batch = await self._fetch(source, statement, None, offset + max_rows, deadline)
-            rows = batch.rows[offset:]
+            return await self._finish(
+                request, batch.columns, batch.rows[offset:], batch.more, budget, max_rows
+            )
 
-        columns = batch.columns
+        if offset == 0 and request.column_types is None:
+            # The statement as written, one more row than a page: most results end here.
+            sql = compiled.first.render(0, max_rows + 1)
+            batch = await self._fetch(source, sql, values, max_rows, deadline, max_bytes=budget)
+            names = [c.name for c in batch.columns]
+            kept = await self._convert(batch.rows, budget, batch.columns, names, cursor_bytes=0)
+            if not batch.more and len(kept) == len(batch.rows):
+                return Page(request.source, batch.columns, kept, 0, len(kept), None, None)
+            if compiled.volatile:
+                return Page(
+                    request.source, batch.columns, kept, 0, None, None, _VOLATILE_NOTE, more=True
+                )
+            types = [c.type for c in batch.columns]
+        else:
+            types = list(request.column_types or [])
+
+        template = compiled.ordered_template(source.dialect, types)
+        sql = template.render(offset, max_rows + 1)
+        batch = await self._fetch(source, sql, values, max_rows, deadline, max_bytes=budget)
+        counter = None
+        if offset == 0 and request.total is None:
+            counter = (source, compiled, values, deadline)
+        return await self._finish(
+            request, batch.columns, batch.rows, batch.more, budget, max_rows, counter
+        )
+
+    async def _finish(
+        self,
+        request: PageRequest,
+        columns: list[Column],
+        rows: list[tuple[Any, ...]],
+        engine_more: bool,
+        budget: int,
+        max_rows: int,
+        counter: tuple[Source, CompiledStatement, list[Any], float] | None = None,
+    ) -> Page:
+        """Fit fetched rows to the budget and add the cursor (and total) when there is more."""
+        offset = request.offset
         names = [c.name for c in columns]
-        envelope = self._envelope_size(request, columns, offset)
-        if len(rows) > _ENCODE_IN_THREAD_ROWS:  # converting a big page is CPU work: off the loop
-            kept, _ = await asyncio.to_thread(
-                encoding.fit_rows, rows, max(budget - envelope, 1), names
-            )
-        else:
-            kept, _ = encoding.fit_rows(rows, max(budget - envelope, 1), names)
-        more = batch.more or len(kept) < len(rows)
+        if not engine_more:  # perhaps the last page: it needs no room for a cursor
+            kept = await self._convert(rows, budget, columns, names, cursor_bytes=0)
+            if len(kept) == len(rows):
+                known = request.total if request.total is not None else offset + len(kept)
+                note = _note(offset, len(kept), known, False, False, max_rows)
+                return Page(request.source, columns, kept, offset, known, None, note)
+        types = [c.type for c in columns]
+        widest = CursorState(
+            request.tool,
+            request.source,
+            request.sql,
+            request.params,
+            offset + len(rows) + 1,
+            request.total if request.total is not None else 10**12,
+            request.owner,
+            types,
+        )
+        cursor_bytes = len(self.codec.encode(widest)) + _CURSOR_KEY_BYTES
+        kept = await self._convert(rows, budget, columns, names, cursor_bytes=cursor_bytes)
+        more = engine_more or len(kept) < len(rows)
 
-        total = request.total
+        total: int | None = request.total
         if total is None:
             if not more:
                 total = offset + len(kept)
-            elif offset == 0 and statement.tree is not None:
-                total = await self._count(source, statement, statement.tree, deadline)
+            elif counter is not None:
+                total = await self._count(*counter)
 
         next_cursor = None
         if more:
             next_cursor = self.codec.encode(
                 CursorState(
-                    tool=request.tool,
-                    source=request.source,
-                    sql=request.sql,
-                    params=request.params,
-                    offset=offset + len(kept),
-                    total=total,
+                    request.tool,
+                    request.source,
+                    request.sql,
+                    request.params,
+                    offset + len(kept),
+                    total,
+                    request.owner,
+                    types,
                 )
             )
         return Page(
@@ -205,29 +437,79 @@ class QueryExecutor:
             offset=offset,
             total_rows=total,
             next_cursor=next_cursor,
-            note=_note(offset, len(kept), total, more, batch.more, max_rows),
+            note=_note(offset, len(kept), total, more, engine_more, max_rows),
+        )
+
+    async def _convert(
+        self,
+        rows: list[tuple[Any, ...]],
+        budget: int,
+        columns: list[Column],
+        names: list[str],
+        *,
+        cursor_bytes: int,
+    ) -> list[list[Any]]:
+        """The longest prefix of rows, as JSON values, that fits the budget with the rest of
+        the result (columns, note, cursor). Converting a big page is CPU work: off the loop."""
+        meta = _RESULT_FIXED_BYTES + _NOTE_BYTES + cursor_bytes
+        meta += encoding.encoded_size([[c.name, c.type] for c in columns])
+        room = budget - meta
+        if room < _MIN_ROW_ROOM:
+            raise BudgetExceeded(
+                f"this result needs more than one page, and the cursor that continues it is "
+                f"{cursor_bytes:,} bytes (it carries the SQL and its parameters), which leaves "
+                f"no room for rows within budget_bytes={budget:,}; raise budget_bytes (at most "
+                f"{self.limits.max_result_budget_bytes:,}) or shorten the statement"
+            )
+        try:
+            if len(rows) > _ENCODE_IN_THREAD_ROWS:
+                kept, _ = await asyncio.to_thread(encoding.fit_rows, rows, room, names)
+            else:
+                kept, _ = encoding.fit_rows(rows, room, names)
+        except BudgetExceeded:
+            raise self._row_too_big(rows[0], names, budget, room) from None
+        return kept
+
+    def _row_too_big(
+        self, row: tuple[Any, ...], names: list[str], budget: int, room: int
+    ) -> BudgetExceeded:
+        encoded = [encoding.to_json_value(v) for v in row]
+        sizes = [encoding.encoded_size(v) for v in encoded]
+        widest = max(range(len(sizes)), key=sizes.__getitem__) if sizes else 0
+        size = sum(sizes) + len(sizes) + 1
+        column = (
+            f"; its largest column is '{names[widest]}' ({sizes[widest]:,} bytes)" if sizes else ""
+        )
+        return BudgetExceeded(
+            f"one row is {size:,} bytes, but a page within budget_bytes={budget:,} has room for "
+            f"{max(room, 0):,} bytes of rows (the rest holds the columns, the note and the cursor)"
+            f"{column}. Select fewer or shorter columns (e.g. substr(col, 1, 200) or "
+            f"length(col)) or raise budget_bytes (at most {self.limits.max_result_budget_bytes:,})."
         )
 
     async def _fetch(
         self,
         source: Source,
-        statement: BoundStatement,
-        tree: exp.Expression | None,
+        sql: str,
+        values: list[Any],
         max_rows: int,
         deadline: float,
         *,
         timeout: float | None = None,
+        max_bytes: int | None = None,
     ) -> RowBatch:
+        """One engine round trip. `max_bytes`: the source may stop fetching once its rows
+        pass this size (marking `more`), so a page of wide rows never sits whole in memory."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout(self.limits.query_timeout_s)
-        sql = statement.sql if tree is None else tree.sql(dialect=source.dialect)
         try:
             return await source.fetch(
                 sql,
-                statement.values,
+                values,
                 max_rows=max_rows,
                 timeout=min(remaining, timeout or remaining),
+                **({"max_bytes": max_bytes} if _takes_max_bytes(source) else {}),
             )
         except QueryTimeout:
             if timeout is not None and time.monotonic() < deadline:
@@ -235,21 +517,19 @@ class QueryExecutor:
             raise _timeout(self.limits.query_timeout_s) from None
         except QueryFailed as exc:
             raise QueryFailed(_without_wrapper_context(exc.public_message)) from None
+        except RecursionError:
+            raise UnsafeSQL(_TOO_DEEP) from None
 
     async def _count(
-        self, source: Source, statement: BoundStatement, tree: exp.Expression, deadline: float
+        self, source: Source, compiled: CompiledStatement, values: list[Any], deadline: float
     ) -> int | None:
         """The total row count, or None when counting would take longer than allowed."""
         if self.limits.count_timeout_s <= 0:
             return None
+        sql = compiled.counting_sql(source.dialect)
         try:
             batch = await self._fetch(
-                source,
-                statement,
-                count_tree(tree),
-                1,
-                deadline,
-                timeout=self.limits.count_timeout_s,
+                source, sql, values, 1, deadline, timeout=self.limits.count_timeout_s
             )
         except QueryTimeout:
             if time.monotonic() >= deadline:
@@ -257,13 +537,40 @@ class QueryExecutor:
             return None
         return int(batch.rows[0][0]) if batch.rows else None
 
-    def _envelope_size(self, request: PageRequest, columns: list[Column], offset: int) -> int:
-        """Bytes of everything in a result except its rows (columns, cursor, note)."""
-        cursor = self.codec.encode(
-            CursorState(request.tool, request.source, request.sql, request.params, 10**12, 10**12)
-        )
-        meta = {"columns": [{"name": c.name, "type": c.type} for c in columns], "cursor": cursor}
-        return encoding.encoded_size(meta) + _ENVELOPE_SLACK
+
+_CURSOR_KEY_BYTES = 40
+"""Around the cursor: `"next_cursor":"…"` in the JSON, `| next_cursor: ` in the text."""
+_MIN_ROW_ROOM = 64
+_TOO_DEEP = (
+    "statement is too deeply nested for wellhead to check safely; simplify it (fewer nested "
+    "parentheses, subqueries or CASE expressions, e.g. with a CTE)"
+)
+_VOLATILE_NOTE = (
+    "Showing the first rows only: this statement uses a volatile function (random(), now(), "
+    "uuid(), sampling...), so every run returns different rows and its pages could not join "
+    "up exactly; it has no next_cursor. Add LIMIT, or filter with a deterministic condition, "
+    "to get a result that fits one page."
+)
+
+
+_MAX_BYTES_SUPPORT: dict[type, bool] = {}
+
+
+def _takes_max_bytes(source: Source) -> bool:
+    """TEMPORARY while every source learns `max_bytes`."""
+    kind = type(source)
+    if kind not in _MAX_BYTES_SUPPORT:
+        import inspect
+
+        _MAX_BYTES_SUPPORT[kind] = "max_bytes" in inspect.signature(source.fetch).parameters
+    return _MAX_BYTES_SUPPORT[kind]
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """User input echoed in an error, cut so errors stay small."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[{len(text) - limit:,} more characters]"
 
 
 def _note(

@@ -7,8 +7,13 @@ all pages returns exactly the full result, in order, none lost and none repeated
 queries without ORDER BY. The engine sorts; Python only ever holds one page.
 
 The cursor carries everything needed to fetch the next page (statement, parameters, offset,
-the total if it was counted), signed with HMAC so it cannot be forged or altered, and is
-independent of any process state: any replica sharing the secret can continue it.
+the total if it was counted, the column types the order needs, and the caller it belongs
+to), signed with HMAC so it cannot be forged or altered, and is independent of any process
+state: any replica sharing the secret can continue it.
+
+Pages are rendered from a `PageTemplate`: the ordered statement generated once with two
+sentinel numbers for its window, so each page of a walk is a string substitution, not a
+sqlglot tree copy and generation.
 """
 
 from __future__ import annotations
@@ -25,7 +30,11 @@ from sqlglot import exp
 
 from wellhead.errors import CursorError
 
-_CURSOR_VERSION = 1
+_CURSOR_VERSION = 2
+# Window numbers no statement contains by accident; a template is only used when each
+# occurs exactly once in the generated SQL.
+_LIMIT_SENTINEL = 987_654_321_987_654
+_OFFSET_SENTINEL = 876_543_219_876_543
 _MAC_BYTES = 16
 _PAGED = (exp.Select, exp.SetOperation)
 # PostgreSQL cannot order these types; they are left out of the tie-breaker.
@@ -54,6 +63,10 @@ class CursorState:
     params: dict[str, Any]
     offset: int
     total: int | None
+    owner: str | None = None
+    """Who made the cursor (a digest of principal and session); nobody else may use it."""
+    column_types: list[str] | None = None
+    """The result's column types: the total order of later pages needs them."""
 
 
 class CursorCodec:
@@ -74,6 +87,8 @@ class CursorCodec:
                 state.params,
                 state.offset,
                 state.total,
+                state.owner,
+                state.column_types,
             ],
             separators=(",", ":"),
             default=str,
@@ -95,12 +110,13 @@ class CursorCodec:
                 "another cursor secret; run the query again without a cursor"
             )
         try:
-            version, tool, source, sql, params, offset, total = json.loads(zlib.decompress(payload))
+            fields = json.loads(zlib.decompress(payload))
         except (ValueError, zlib.error):
             raise CursorError("cursor is not valid: run the query again without a cursor") from None
-        if version != _CURSOR_VERSION:
+        if not isinstance(fields, list) or not fields or fields[0] != _CURSOR_VERSION:
             raise CursorError("cursor comes from another wellhead version; run the query again")
-        return CursorState(tool, source, sql, params, int(offset), total)
+        _, tool, source, sql, params, offset, total, owner, column_types = fields
+        return CursorState(tool, source, sql, params, int(offset), total, owner, column_types)
 
 
 def paged_tree(
@@ -130,6 +146,58 @@ def paged_tree(
     return _with_window(node, offset, limit)
 
 
+class PageTemplate:
+    """A page query with its window left open: `render(offset, limit)` fills it in.
+
+    Built once per statement and column types (the executor caches it), so walking pages
+    costs string work only. The window composition is the same as `paged_tree`'s.
+    """
+
+    def __init__(
+        self,
+        tree: exp.Expression,
+        *,
+        dialect: str,
+        column_count: int | None,
+        column_types: list[str] | None = None,
+    ) -> None:
+        node = tree.copy()
+        if not isinstance(node, _PAGED):
+            node = _as_subquery(node)
+        if column_count is not None:  # None: the statement's own order, for a first look
+            node = _totally_ordered(
+                node, _tie_breaker_ordinals(column_count, dialect, column_types)
+            )
+        if not _literal_window(node):
+            node = _as_subquery(node)
+        self._user_limit = _literal_int(node.args.get("limit"))
+        self._user_offset = _literal_int(node.args.get("offset")) or 0
+        self._dialect = dialect
+        self._node = node
+        node = node.copy()
+        node.set("limit", exp.Limit(expression=exp.Literal.number(_LIMIT_SENTINEL)))
+        node.set("offset", exp.Offset(expression=exp.Literal.number(_OFFSET_SENTINEL)))
+        text = node.sql(dialect=dialect)
+        self._text: str | None = None
+        if text.count(str(_LIMIT_SENTINEL)) == 1 and text.count(str(_OFFSET_SENTINEL)) == 1:
+            self._text = text
+
+    def render(self, offset: int, limit: int) -> str:
+        start = self._user_offset + offset
+        count = limit if self._user_limit is None else max(0, min(limit, self._user_limit - offset))
+        if self._text is None:  # a sentinel clashed with the statement's text: generate
+            node = self._node.copy()
+            _set_window(node, start, count)
+            return node.sql(dialect=self._dialect)
+        return self._text.replace(str(_LIMIT_SENTINEL), str(count)).replace(
+            str(_OFFSET_SENTINEL), str(start)
+        )
+
+
+def _as_subquery(node: exp.Expression) -> exp.Select:
+    return exp.select("*").from_(exp.Subquery(this=node, alias=exp.TableAlias(this="_wh_q")))
+
+
 def _totally_ordered(node: exp.Expression, tie_breakers: list[int]) -> exp.Expression:
     """The user's ORDER BY, then every output column not already a key, by position."""
     existing = node.args.get("order")
@@ -151,9 +219,13 @@ def _with_window(node: exp.Expression, offset: int, limit: int) -> exp.Expressio
     user_offset = _literal_int(node.args.get("offset")) or 0
     start = user_offset + offset
     count = limit if user_limit is None else max(0, min(limit, user_limit - offset))
+    _set_window(node, start, count)
+    return node
+
+
+def _set_window(node: exp.Expression, start: int, count: int) -> None:
     node.set("limit", exp.Limit(expression=exp.Literal.number(count)))
     node.set("offset", exp.Offset(expression=exp.Literal.number(start)) if start else None)
-    return node
 
 
 def count_tree(tree: exp.Expression) -> exp.Expression:
@@ -197,7 +269,10 @@ def _literal_window(node: exp.Expression) -> bool:
 
 
 def _literal_int(clause: exp.Expression | None) -> int | None:
+    """The clause's row count when it is a plain integer (not PERCENT, not WITH TIES)."""
     if clause is None:
+        return None
+    if clause.args.get("limit_options") is not None:  # LIMIT 10 PERCENT, FETCH ... WITH TIES
         return None
     value = clause.args.get("expression") if isinstance(clause, exp.Limit | exp.Offset) else clause
     if isinstance(value, exp.Literal) and not value.is_string:

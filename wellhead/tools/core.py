@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
+from collections.abc import Callable
 from typing import Annotated
 
 from fastmcp import Context, FastMCP
@@ -18,6 +20,7 @@ from pydantic import Field
 
 from wellhead.config import LimitsConfig
 from wellhead.errors import BudgetExceeded, InvalidRequest
+from wellhead.identity import caller_owner
 from wellhead.sql import encoding
 from wellhead.sql.executor import Page, PageRequest, ProgressCallback, QueryExecutor
 from wellhead.sql.paging import CursorState
@@ -25,6 +28,7 @@ from wellhead.tools.models import QueryResult, TableDescriptionResult, TableList
 
 READ_ONLY = {"readOnlyHint": True, "destructiveHint": False, "openWorldHint": False}
 TABLES_PER_PAGE = 200
+_DEFAULT_MAX_PATTERN_CHARS = 256
 
 SourceArg = Annotated[str | None, Field(description="Source name; default when omitted.")]
 CursorArg = Annotated[str | None, Field(description="next_cursor from the previous page.")]
@@ -55,6 +59,23 @@ def page_result(page: Page) -> ToolResult:
         content=[TextContent(type="text", text=f"{text}\n{' '.join(trailer)}")],
         structured_content=result.model_dump(),
     )
+
+
+def name_matcher(pattern: str, limits: LimitsConfig) -> Callable[[str], bool]:
+    """A case-insensitive glob on table names ('order*'; a plain word matches anywhere).
+
+    The pattern is bounded (`limits.max_pattern_chars`) and compiled once: a huge pattern
+    would stall the event loop in the regex compiler, and fnmatch would cache it.
+    """
+    limit = getattr(limits, "max_pattern_chars", _DEFAULT_MAX_PATTERN_CHARS)
+    if len(pattern) > limit:
+        raise InvalidRequest(
+            f"pattern is {len(pattern):,} characters, more than the {limit:,} allowed "
+            "(limits.max_pattern_chars); use a shorter glob such as 'order*'"
+        )
+    glob = pattern if any(ch in pattern for ch in "*?[") else f"*{pattern}*"
+    regex = re.compile(fnmatch.translate(glob.lower()))
+    return lambda name: regex.match(name.lower()) is not None
 
 
 def progress_reporter(ctx: Context | None) -> ProgressCallback | None:
@@ -99,8 +120,9 @@ def register_core_tools(
         ] = None,
         ctx: Context | None = None,
     ) -> ToolResult:
+        owner = caller_owner()
         if cursor:
-            state = executor.resume(cursor, tool="query", sql=sql, source=source)
+            state = executor.resume(cursor, tool="query", sql=sql, source=source, owner=owner)
             if params is not None and params != state.params:
                 raise InvalidRequest("params differ from the cursor's query; omit them to continue")
             request = PageRequest(
@@ -112,6 +134,8 @@ def register_core_tools(
                 total=state.total,
                 max_rows=max_rows,
                 budget_bytes=budget_bytes,
+                owner=owner,
+                column_types=state.column_types,
             )
         else:
             if sql is None:
@@ -123,6 +147,7 @@ def register_core_tools(
                 params=params or {},
                 max_rows=max_rows,
                 budget_bytes=budget_bytes,
+                owner=owner,
             )
         page = await executor.run(request, progress_reporter(ctx))
         return page_result(page)
@@ -139,14 +164,17 @@ def register_core_tools(
         cursor: CursorArg = None,
     ) -> ToolResult:
         offset = 0
+        owner = caller_owner()
         if cursor:
-            state = executor.resume(cursor, tool="list_tables", sql=None, source=source)
+            state = executor.resume(
+                cursor, tool="list_tables", sql=None, source=source, owner=owner
+            )
             source, pattern, offset = state.source, state.sql or None, state.offset
         name = pick_source(source)
         tables = await executor.source(name).list_tables()
         if pattern:
-            glob = pattern if any(ch in pattern for ch in "*?[") else f"*{pattern}*"
-            tables = [t for t in tables if fnmatch.fnmatch(t.name.lower(), glob.lower())]
+            matches = name_matcher(pattern, limits)
+            tables = [t for t in tables if matches(t.name)]
         rows = [[t.name, t.kind, t.row_estimate, t.comment] for t in tables]
         window = rows[offset : offset + TABLES_PER_PAGE]
         kept, _ = encoding.fit_rows(window, limits.result_budget_bytes - 1024, ["name"])
@@ -155,7 +183,7 @@ def register_core_tools(
         note = None
         if end < len(rows):
             next_cursor = executor.codec.encode(
-                CursorState("list_tables", name, pattern or "", {}, end, len(rows))
+                CursorState("list_tables", name, pattern or "", {}, end, len(rows), owner)
             )
             note = (
                 f"Showing tables {offset + 1}-{end} of {len(rows)}. Pass next_cursor as `cursor` "

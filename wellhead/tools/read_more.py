@@ -10,6 +10,7 @@ from mcp.types import TextContent
 from pydantic import BaseModel, Field
 
 from wellhead.guards.budget import READ_MORE, OverflowStore
+from wellhead.identity import caller_owner
 from wellhead.tools.core import READ_ONLY
 from wellhead.tools.models import lean_schema
 
@@ -34,7 +35,7 @@ def register_read_more(mcp: FastMCP, overflow: OverflowStore, budget: int) -> No
     async def read_more(
         cursor: Annotated[str, Field(description="The cursor the truncated result gave.")],
     ) -> ToolResult:
-        chunk = await overflow.chunk(cursor, max(budget - 2048, 1024))
+        chunk = await overflow.chunk(cursor, max(budget - 2048, 1024), caller_owner())
         trailer = chunk["note"] or f"End of result ({chunk['total_bytes']:,} bytes)."
         return ToolResult(
             content=[TextContent(type="text", text=f"{chunk['chunk']}\n[{trailer}]")],

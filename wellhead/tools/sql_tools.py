@@ -27,6 +27,7 @@ from sqlglot import exp
 
 from wellhead.config import Settings
 from wellhead.errors import ConfigError, InvalidRequest, QueryTimeout, WellheadError
+from wellhead.identity import caller_owner
 from wellhead.sql.executor import PageRequest, QueryExecutor
 from wellhead.sql.safety import bind_named, check_read_only, named_parameters
 from wellhead.tools.core import page_result, progress_reporter
@@ -230,8 +231,9 @@ class SqlTool(Tool):
     def _continue(self, cursor: Any, arguments: dict[str, Any]) -> PageRequest:
         if not isinstance(cursor, str):
             raise InvalidRequest(f"invalid arguments for tool '{self.name}': cursor must be text")
+        owner = caller_owner()
         state = self._executor.resume(
-            cursor, tool=self.name, sql=self._config.sql, source=self._source
+            cursor, tool=self.name, sql=self._config.sql, source=self._source, owner=owner
         )
         params = {}
         for name, param in self._config.parameters.items():
@@ -258,10 +260,17 @@ class SqlTool(Tool):
                     f"argument '{name}' differs from the call this cursor continues; repeat the "
                     "same arguments with the cursor, or call without a cursor to start over"
                 )
-        return self._request(params, offset=state.offset, total=state.total)
+        return self._request(
+            params, offset=state.offset, total=state.total, column_types=state.column_types
+        )
 
     def _request(
-        self, params: dict[str, Any], *, offset: int = 0, total: int | None = None
+        self,
+        params: dict[str, Any],
+        *,
+        offset: int = 0,
+        total: int | None = None,
+        column_types: list[str] | None = None,
     ) -> PageRequest:
         return PageRequest(
             tool=self.name,
@@ -272,6 +281,8 @@ class SqlTool(Tool):
             total=total,
             max_rows=self._config.max_rows,
             budget_bytes=self._config.budget_bytes,
+            owner=caller_owner(),
+            column_types=column_types,
         )
 
 
