@@ -4,8 +4,16 @@ and the check is thread-safe. Each class has a corpus run against the real engin
 
 from __future__ import annotations
 
-import pytest
+import sqlite3
+from pathlib import Path
+from typing import Any
 
+import anyio
+import duckdb
+import pytest
+import yaml
+
+from tests.helpers import service_env
 from wellhead.errors import UnsafeSQL
 from wellhead.sql.safety import check_read_only
 
@@ -92,3 +100,155 @@ def test_percent_of_an_expression_is_refused(sql: str) -> None:
     # sqlglot writes it back as `LIMIT (5 + 5) PERCENT`, which DuckDB cannot parse.
     with pytest.raises(UnsafeSQL, match="percentage LIMIT must be a plain number"):
         check_read_only(sql, "duckdb")
+
+
+# --------------------------------------------------------------------------- corpora on engines
+
+CORPUS = Path(__file__).parent / "corpora" / "hardening.yaml"
+_DIALECT_OF = {
+    "introspection": "postgres",
+    "duckdb_settings": "duckdb",
+    "sqlite_internals": "sqlite",
+}
+
+
+def _hardening() -> dict[str, Any]:
+    with open(CORPUS, encoding="utf-8") as f:
+        data: dict[str, Any] = yaml.safe_load(f)
+    return data
+
+
+def _refused(section: str) -> list[Any]:
+    cases = _hardening()[section]["refused"]
+    return [pytest.param(c["sql"], c["reason"], id=f"{section}-{i}") for i, c in enumerate(cases)]
+
+
+def _accepted(section: str) -> list[Any]:
+    cases = _hardening()[section]["accepted"]
+    return [pytest.param(sql, id=f"{section}-ok-{i}") for i, sql in enumerate(cases)]
+
+
+@pytest.mark.parametrize("section", sorted(_DIALECT_OF))
+def test_corpus_classes_have_enough_variants(section: str) -> None:
+    data = _hardening()[section]
+    assert len(data["refused"]) >= 5 and len(data["accepted"]) >= 5
+    sqls = [c["sql"] for c in data["refused"]]
+    assert len(sqls) == len(set(sqls))
+
+
+@pytest.mark.parametrize("section", sorted(_DIALECT_OF))
+def test_refused_and_accepted_by_the_check(section: str) -> None:
+    dialect = _DIALECT_OF[section]
+    wrong = []
+    for case in _hardening()[section]["refused"]:
+        try:
+            check_read_only(case["sql"], dialect)
+            wrong.append((case["sql"], "accepted"))
+        except UnsafeSQL as err:
+            if case["reason"] not in err.public_message:
+                wrong.append((case["sql"], err.public_message))
+    for sql in _hardening()[section]["accepted"]:
+        try:
+            checked = check_read_only(sql, dialect)
+        except UnsafeSQL as err:
+            wrong.append((sql, err.public_message))
+        else:
+            assert not checked.volatile or "pg_backend_pid" in sql
+    assert wrong == []
+
+
+def test_introspection_opt_out_lets_postgres_views_through() -> None:
+    for case in _hardening()["introspection"]["refused"]:
+        checked = check_read_only(case["sql"], "postgres", allow_introspection=True)
+        assert checked.kind in ("select", "show", "explain")
+    # DuckDB settings and paths stay refused whatever the flag says.
+    with pytest.raises(UnsafeSQL, match="pg_settings"):
+        check_read_only("SELECT * FROM pg_settings", "duckdb", allow_introspection=True)
+
+
+def _engine_problems(run: Any, cases: list[str], syntax_error: type[BaseException]) -> list[Any]:
+    """Statements the engine cannot even parse (the corpus would be testing typos)."""
+    bad = []
+    for sql in cases:
+        try:
+            run(sql)
+        except syntax_error as err:
+            bad.append((sql, str(err).splitlines()[0]))
+        except Exception:  # permission, missing extension: the spelling itself is real
+            pass
+    return bad
+
+
+def test_duckdb_corpus_on_duckdb(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "x.duckdb"))
+    try:
+        refused = [c["sql"] for c in _hardening()["duckdb_settings"]["refused"]]
+        assert (
+            _engine_problems(lambda s: con.execute(s).fetchall(), refused, duckdb.ParserException)
+            == []
+        )
+        # the leak is real: without the check, the file path comes back
+        rows = con.execute("SELECT path FROM duckdb_databases WHERE path IS NOT NULL").fetchall()
+        assert str(tmp_path) in rows[0][0]
+        for sql in _hardening()["duckdb_settings"]["accepted"]:
+            con.execute(check_read_only(sql, "duckdb").sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_sqlite_corpus_on_sqlite(tmp_path: Path) -> None:
+    con = sqlite3.connect(str(tmp_path / "x.sqlite"))
+    try:
+        con.execute("CREATE TABLE orders (order_id INTEGER)")
+        refused = [c["sql"] for c in _hardening()["sqlite_internals"]["refused"]]
+        problems = _engine_problems(lambda s: con.execute(s).fetchall(), refused, sqlite3.Error)
+        # dbstat is compiled out of some builds ("no such table"); every other one runs
+        assert [sql for sql, _ in problems if "dbstat" not in sql] == []
+        for sql in _hardening()["sqlite_internals"]["accepted"]:
+            con.execute(check_read_only(sql, "sqlite").sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.postgres
+def test_introspection_corpus_on_postgres() -> None:
+    """As the read-only role: every refused spelling is real SQL there (several really leak
+    other sessions' SQL), and every near miss runs."""
+    dsn = service_env("WELLHEAD_TEST_PG_DSN", "PostgreSQL", ".ci/postgres.sh")
+    asyncpg = pytest.importorskip("asyncpg")
+    section = _hardening()["introspection"]
+
+    async def run() -> tuple[list[Any], list[Any], int]:
+        con = await asyncpg.connect(dsn)
+        spy = await asyncpg.connect(dsn)
+        syntax: list[Any] = []
+        failed: list[Any] = []
+        try:
+            # another caller's statement with a literal, visible through pg_stat_activity
+            await spy.execute("SELECT 'wellhead-secret-literal' AS s")
+            leaked = await con.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%wellhead-secret-%'"
+            )
+            for case in section["refused"]:
+                try:
+                    async with con.transaction(readonly=True):
+                        await con.fetch(case["sql"])
+                except asyncpg.PostgresSyntaxError as err:
+                    syntax.append((case["sql"], str(err)))
+                except asyncpg.PostgresError:
+                    pass
+            for sql in section["accepted"]:
+                checked = check_read_only(sql, "postgres")
+                try:
+                    async with con.transaction(readonly=True):
+                        await con.fetch(checked.sql)
+                except asyncpg.PostgresError as err:
+                    failed.append((sql, str(err)))
+        finally:
+            await spy.close()
+            await con.close()
+        return syntax, failed, leaked
+
+    syntax, failed, leaked = anyio.run(run)
+    assert syntax == [] and failed == []
+    assert leaked >= 1

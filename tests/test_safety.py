@@ -254,7 +254,11 @@ def test_describe_and_show_kinds() -> None:
     assert check_read_only("DESCRIBE orders", "duckdb").kind == "describe"
     assert check_read_only("DESCRIBE SELECT 1", "duckdb").kind == "describe"
     assert check_read_only("SHOW orders", "duckdb").kind == "show"
-    assert check_read_only("SHOW ALL", "postgres").kind == "show"
+    assert check_read_only("SHOW work_mem", "postgres").kind == "show"
+    # SHOW ALL lists server file paths: refused unless the source allows introspection.
+    with pytest.raises(UnsafeSQL, match="SHOW ALL is not allowed"):
+        check_read_only("SHOW ALL", "postgres")
+    assert check_read_only("SHOW ALL", "postgres", allow_introspection=True).kind == "show"
 
 
 def test_pg_sleep_and_current_setting_decisions() -> None:

@@ -69,6 +69,13 @@ LOCKS = "it takes locks"
 WRITES = "it writes to the database"
 SERVER = "it controls the server"
 MEMORY = "it reads raw memory or engine internals"
+OTHER_SESSIONS = (
+    "it shows other sessions' statements or activity (every caller shares one database role, "
+    "so it would reveal other callers' SQL and literals)"
+)
+INTERNALS = "it reveals server internals (file paths, configuration or memory)"
+PATHS = "it reveals file paths on the server"
+PATH_SETTING = "this setting holds a server file path, a command or a connection string"
 
 _HINT = "query the configured tables and views instead"
 
@@ -105,6 +112,10 @@ _DUCKDB_EXACT: dict[str, str] = {
     "duckdb_logs_parsed": READS_SETTINGS,
     "duckdb_log_contexts": READS_SETTINGS,
     "duckdb_prepared_statements": READS_SETTINGS,
+    "duckdb_databases": PATHS,
+    "duckdb_extensions": PATHS,
+    "duckdb_variables": READS_SETTINGS,
+    "getvariable": READS_SETTINGS,
     "query": DYNAMIC,
     "query_table": DYNAMIC,
     "json_execute_serialized_sql": DYNAMIC,
@@ -174,6 +185,7 @@ _SQLITE_EXACT: dict[str, str] = {
     "sqlite_dbpage": MEMORY,
     "sqlite_dbdata": MEMORY,
     "sqlite_dbptr": MEMORY,
+    "dbstat": MEMORY,
     "eval": DYNAMIC,
     "sha3_query": DYNAMIC,
 }
@@ -244,6 +256,125 @@ _POSTGRES_PREFIX: list[_Rule] = [
 ]
 
 
+# PostgreSQL server introspection: other sessions' statements (pg_stat_activity shows every
+# backend's current query, literals included, to any member of the same role) and server
+# internals. Refused unless a source opts in (`allow_introspection`); the statistics views
+# about tables (pg_stat_user_tables, pg_statio_*) stay allowed.
+_PG_INTROSPECTION_FUNCS: dict[str, str] = {
+    "pg_stat_get_activity": OTHER_SESSIONS,
+    "pg_stat_statements": OTHER_SESSIONS,
+    "pg_stat_statements_info": OTHER_SESSIONS,
+    "pg_lock_status": OTHER_SESSIONS,
+    "pg_blocking_pids": OTHER_SESSIONS,
+    "pg_safe_snapshot_blocking_pids": OTHER_SESSIONS,
+    "pg_isolation_test_session_is_blocked": OTHER_SESSIONS,
+    "pg_prepared_xact": OTHER_SESSIONS,
+    "pg_prepared_statement": OTHER_SESSIONS,
+    "pg_cursor": OTHER_SESSIONS,
+    "pg_stat_get_progress_info": OTHER_SESSIONS,
+    "pg_stat_get_wal_senders": OTHER_SESSIONS,
+    "pg_stat_get_wal_receiver": INTERNALS,
+    "pg_stat_get_subscription": INTERNALS,
+    "pg_stat_get_archiver": INTERNALS,
+    "pg_get_replication_slots": INTERNALS,
+    "pg_get_backend_memory_contexts": INTERNALS,
+    "pg_get_process_memory_contexts": INTERNALS,
+    "pg_get_shmem_allocations": INTERNALS,
+    "pg_get_shmem_allocations_numa": INTERNALS,
+    "pg_get_aios": INTERNALS,
+    "pg_show_all_settings": INTERNALS,
+    "pg_show_all_file_settings": INTERNALS,
+    "pg_hba_file_rules": INTERNALS,
+    "pg_ident_file_mappings": INTERNALS,
+    "pg_config": INTERNALS,
+    "pg_control_system": INTERNALS,
+    "pg_control_checkpoint": INTERNALS,
+    "pg_control_recovery": INTERNALS,
+    "pg_control_init": INTERNALS,
+}
+_PG_INTROSPECTION_PREFIX: list[_Rule] = [("pg_stat_get_backend_", OTHER_SESSIONS)]
+
+# Views (and tables) by name, in any schema: `pg_catalog.x`, `"x"`, `public.pg_stat_statements`.
+_INTROSPECTION_TABLES: dict[str, dict[str, str]] = {
+    "postgres": {
+        "pg_stat_activity": OTHER_SESSIONS,
+        "pg_stat_statements": OTHER_SESSIONS,
+        "pg_stat_statements_info": OTHER_SESSIONS,
+        "pg_locks": OTHER_SESSIONS,
+        "pg_prepared_xacts": OTHER_SESSIONS,
+        "pg_prepared_statements": OTHER_SESSIONS,
+        "pg_cursors": OTHER_SESSIONS,
+        "pg_stat_replication": OTHER_SESSIONS,
+        "pg_stat_ssl": OTHER_SESSIONS,
+        "pg_stat_gssapi": OTHER_SESSIONS,
+        "pg_stat_wal_receiver": INTERNALS,
+        "pg_stat_subscription": INTERNALS,
+        "pg_stat_archiver": INTERNALS,
+        "pg_replication_slots": INTERNALS,
+        "pg_backend_memory_contexts": INTERNALS,
+        "pg_shmem_allocations": INTERNALS,
+        "pg_shmem_allocations_numa": INTERNALS,
+        "pg_aios": INTERNALS,
+        "pg_settings": INTERNALS + "; read one setting with SHOW name or current_setting('name')",
+        "pg_file_settings": INTERNALS,
+        "pg_hba_file_rules": INTERNALS,
+        "pg_ident_file_mappings": INTERNALS,
+        "pg_config": INTERNALS,
+        "pg_authid": INTERNALS,
+        "pg_shadow": INTERNALS,
+        "pg_user_mapping": INTERNALS,
+        "pg_user_mappings": INTERNALS,
+    },
+    "duckdb": {
+        "duckdb_databases": PATHS,
+        "pragma_database_list": PATHS,
+        "pg_settings": READS_SETTINGS,
+        "pg_prepared_statements": READS_SETTINGS,
+    },
+    "sqlite": {},
+}
+_INTROSPECTION_TABLE_PREFIXES: dict[str, list[_Rule]] = {
+    "postgres": [("pg_stat_progress_", OTHER_SESSIONS)],
+}
+# Settings whose value is a path, a shell command or a connection string (which may hold a
+# password): refused in SHOW and current_setting() whatever the role may see.
+_PG_PATH_SETTINGS = frozenset(
+    {
+        "data_directory",
+        "config_file",
+        "hba_file",
+        "ident_file",
+        "external_pid_file",
+        "log_directory",
+        "log_filename",
+        "unix_socket_directories",
+        "unix_socket_directory",
+        "stats_temp_directory",
+        "ssl_cert_file",
+        "ssl_key_file",
+        "ssl_ca_file",
+        "ssl_crl_file",
+        "ssl_crl_dir",
+        "ssl_dh_params_file",
+        "ssl_passphrase_command",
+        "krb_server_keyfile",
+        "archive_command",
+        "archive_library",
+        "archive_cleanup_command",
+        "restore_command",
+        "recovery_end_command",
+        "primary_conninfo",
+        "primary_slot_name",
+        "promote_trigger_file",
+        "dynamic_library_path",
+        "local_preload_libraries",
+        "session_preload_libraries",
+        "shared_preload_libraries",
+        "extension_control_path",
+    }
+)
+
+
 @dataclass(frozen=True)
 class _DenyList:
     exact: Mapping[str, str]
@@ -276,6 +407,52 @@ _DENY = {
     "duckdb": _DenyList(_DUCKDB_EXACT, _DUCKDB_PREFIX, _DUCKDB_SUFFIX, _DUCKDB_PRAGMA_OK),
     "sqlite": _DenyList(_SQLITE_EXACT, _SQLITE_PREFIX, [], _SQLITE_PRAGMA_OK),
     "postgres": _DenyList(_POSTGRES_EXACT, _POSTGRES_PREFIX, [], None),
+}
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """Everything one check consults, fixed per (dialect, allow_introspection); immutable, so
+    concurrent checks in worker threads share it safely."""
+
+    dialect: str
+    deny: _DenyList
+    tables: Mapping[str, str]
+    """Table or view names refused in any schema (lowercase) -> reason."""
+    table_prefixes: list[_Rule]
+    introspection: bool
+    """PostgreSQL only: server introspection (other sessions, settings with paths) allowed."""
+
+    def table_reason(self, name: str) -> str | None:
+        name = name.lower()
+        if name in self.tables:
+            return self.tables[name]
+        for prefix, why in self.table_prefixes:
+            if name.startswith(prefix):
+                return why
+        return None
+
+
+def _make_rules(dialect: str, allow_introspection: bool) -> _Rules:
+    deny = _DENY[dialect]
+    tables = _INTROSPECTION_TABLES[dialect]
+    prefixes = _INTROSPECTION_TABLE_PREFIXES.get(dialect, [])
+    if dialect == "postgres" and not allow_introspection:
+        deny = _DenyList(
+            {**_POSTGRES_EXACT, **_PG_INTROSPECTION_FUNCS},
+            _POSTGRES_PREFIX + _PG_INTROSPECTION_PREFIX,
+            [],
+            None,
+        )
+    elif dialect == "postgres":
+        tables, prefixes = {}, []
+    return _Rules(dialect, deny, tables, prefixes, allow_introspection and dialect == "postgres")
+
+
+_RULES = {
+    (d, allow): _make_rules(d, allow)
+    for d in ("duckdb", "sqlite", "postgres")
+    for allow in (False, True)
 }
 
 # --------------------------------------------------------------------------- statements
@@ -537,8 +714,18 @@ class CheckedStatement:
     `LIMIT 10 PERCENT`, which DuckDB reads the same way."""
 
 
-def check_read_only(sql: str, dialect: str) -> CheckedStatement:
-    """Return the checked statement, or raise UnsafeSQL naming exactly why it is refused."""
+def check_read_only(
+    sql: str, dialect: str, *, allow_introspection: bool = False
+) -> CheckedStatement:
+    """Return the checked statement, or raise UnsafeSQL naming exactly why it is refused.
+
+    `allow_introspection` (PostgreSQL only) lets through the server-introspection views and
+    functions refused by default (pg_stat_activity, pg_locks, pg_settings, path settings...)
+    for a source whose callers may see each other's statements. DuckDB settings and file
+    paths stay refused whatever it says: they can hold secrets.
+
+    Thread-safe: no shared mutable state except DuckDB's own parser, used under a lock.
+    """
     if dialect not in DIALECTS:
         raise InvalidRequest(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
     if not isinstance(sql, str) or not sql.strip():
@@ -550,7 +737,8 @@ def check_read_only(sql: str, dialect: str) -> CheckedStatement:
     _refuse_unicode_identifiers(tokens)
     tokens = _single_statement(tokens)
     text = sql[: tokens[-1].end + 1]
-    checked = _check_tokens(text, tokens, dialect, nested=False)
+    rules = _RULES[(dialect, bool(allow_introspection))]
+    checked = _check_tokens(text, tokens, rules, nested=False)
     if dialect == "duckdb":
         _duckdb_agrees(_for_parsing(text, tokens, dialect), checked.kind)
     checked.tree.meta["wellhead_dialect"] = dialect
@@ -730,14 +918,15 @@ def _first_words(tokens: list[Token], n: int = 2) -> list[str]:
 
 
 def _check_tokens(
-    text: str, tokens: list[Token], dialect: str, *, nested: bool
+    text: str, tokens: list[Token], rules: _Rules, *, nested: bool
 ) -> CheckedStatement:
+    dialect = rules.dialect
     words = _first_words(tokens)
     lead = words[0]
     if lead == "EXPLAIN":
         if nested:
             raise UnsafeSQL("EXPLAIN inside EXPLAIN is not allowed: explain a query")
-        return _check_explain(text, tokens, dialect)
+        return _check_explain(text, tokens, rules)
     if " ".join(words) in _STATEMENT_REASONS:
         lead = " ".join(words)
     if lead not in _READ_STARTS[dialect]:
@@ -749,11 +938,11 @@ def _check_tokens(
             )
         raise UnsafeSQL(f"{lead} is not allowed: {why}")
     if lead == "SHOW" and dialect == "postgres":
-        return _check_pg_show(text, tokens)
+        return _check_pg_show(text, tokens, rules)
     tree = _parse(_for_parsing(text, tokens, dialect), dialect)
     kind = _kind(tree, dialect, tokens)
-    volatile = _walk(tree, dialect)
-    _scan_function_tokens(tokens, dialect)
+    volatile = _walk(tree, rules)
+    _scan_tokens(tokens, rules)
     return CheckedStatement(
         sql=text,
         tree=tree,
@@ -850,16 +1039,25 @@ def _check_show_target(rest: list[Token]) -> None:
             raise UnsafeSQL(_path_message(tok.text))
 
 
-def _check_pg_show(text: str, tokens: list[Token]) -> CheckedStatement:
+def _check_pg_show(text: str, tokens: list[Token], rules: _Rules) -> CheckedStatement:
     if len(tokens) < 2:
         raise UnsafeSQL("SHOW needs a setting name, e.g. SHOW work_mem")
     _check_show_target(tokens[1:])
+    if not rules.introspection:
+        name = "".join(t.text for t in tokens[1:]).lower()
+        if name == "all":
+            raise UnsafeSQL(
+                "SHOW ALL is not allowed: it lists every setting, server file paths included; "
+                "ask for one setting, e.g. SHOW work_mem"
+            )
+        _check_setting_name(name)
     rest = text[tokens[1].start :]
     tree = exp.Command(this="SHOW", expression=exp.Literal.string(rest))
     return CheckedStatement(sql=text, tree=tree, kind="show", pageable=False)
 
 
-def _check_explain(text: str, tokens: list[Token], dialect: str) -> CheckedStatement:
+def _check_explain(text: str, tokens: list[Token], rules: _Rules) -> CheckedStatement:
+    dialect = rules.dialect
     i = 1
     if dialect == "sqlite":
         if _first_words(tokens[i:]) == ["QUERY", "PLAN"]:
@@ -884,7 +1082,7 @@ def _check_explain(text: str, tokens: list[Token], dialect: str) -> CheckedState
     target_text = text[tokens[i].start :]
     target_tokens = _lex(target_text, dialect)
     try:
-        target = _check_tokens(target_text, target_tokens, dialect, nested=True)
+        target = _check_tokens(target_text, target_tokens, rules, nested=True)
     except UnsafeSQL as err:
         raise UnsafeSQL(f"EXPLAIN target refused: {err.public_message}") from None
     if target.kind != "select":
@@ -894,9 +1092,9 @@ def _check_explain(text: str, tokens: list[Token], dialect: str) -> CheckedState
     return CheckedStatement(sql=text, tree=tree, kind="explain", pageable=False)
 
 
-def _walk(tree: exp.Expression, dialect: str) -> bool:
+def _walk(tree: exp.Expression, rules: _Rules) -> bool:
     """Refuse any node that is not a read; return whether the statement is volatile."""
-    deny = _DENY[dialect]
+    deny = rules.deny
     volatile = False
     for node in tree.walk():
         if not volatile:
@@ -923,8 +1121,10 @@ def _walk(tree: exp.Expression, dialect: str) -> bool:
                 denied = deny.reason(fname)
                 if denied:
                     raise UnsafeSQL(_function_message(fname, denied))
+            if rules.dialect == "postgres" and not rules.introspection:
+                _check_current_setting(node)
         if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
-            _check_table_name(node, dialect)
+            _check_table_name(node, rules)
         if isinstance(node, exp.LimitOptions) and node.args.get("percent"):
             _check_percent(node)
     return volatile
@@ -973,11 +1173,40 @@ def _check_percent(options: exp.LimitOptions) -> None:
         raise UnsafeSQL("a percentage LIMIT must be a plain number (LIMIT 10%), not an expression")
 
 
-def _check_table_name(node: exp.Table, dialect: str) -> None:
-    """Names that are not plain tables: DuckDB file paths (replacement scans), and table
+def _check_current_setting(node: exp.Func) -> None:
+    """PostgreSQL `current_setting('name')` is allowed for ordinary settings only: the name
+    must be a literal (so it can be checked) and not one holding a path or command."""
+    if not (isinstance(node, exp.Anonymous) and node.name.lower() == "current_setting"):
+        return
+    args = node.expressions
+    first = args[0] if args else None
+    if not (isinstance(first, exp.Literal) and first.is_string):
+        raise UnsafeSQL(
+            "current_setting needs the setting name as a string literal, "
+            "e.g. current_setting('work_mem')"
+        )
+    _check_setting_name(first.name.strip().lower())
+
+
+def _check_setting_name(name: str) -> None:
+    if name in _PG_PATH_SETTINGS:
+        raise UnsafeSQL(f"setting {name} is not allowed: {PATH_SETTING}; {_HINT}")
+
+
+def _table_message(name: str, why: str) -> str:
+    return f"table {name} is not allowed: {why}; {_HINT}"
+
+
+def _check_table_name(node: exp.Table, rules: _Rules) -> None:
+    """Names that are not plain tables: DuckDB file paths (replacement scans), table
     functions an engine lets you name without parentheses (SQLite eponymous virtual tables
-    such as `pragma_database_list` or `fsdir`, DuckDB's `duckdb_logs` view)."""
+    such as `pragma_database_list` or `fsdir`, DuckDB's `duckdb_logs` view), and
+    introspection views (pg_stat_activity, DuckDB's duckdb_databases), in any schema."""
+    dialect = rules.dialect
     name = node.name
+    why_table = rules.table_reason(name)
+    if why_table:
+        raise UnsafeSQL(_table_message(name, why_table))
     if dialect == "duckdb":
         for part in ("this", "db", "catalog"):
             ident = node.args.get(part)
@@ -985,9 +1214,9 @@ def _check_table_name(node: exp.Table, dialect: str) -> None:
                 raise UnsafeSQL(_path_message(ident.name))
     lowered = name.lower()
     if dialect == "sqlite" or lowered in _EPONYMOUS.get(dialect, ()):
-        why = _DENY[dialect].reason(lowered)
+        why = rules.deny.reason(lowered)
         if why:
-            raise UnsafeSQL(f"table {name} is not allowed: {why}; {_HINT}")
+            raise UnsafeSQL(_table_message(name, why))
 
 
 def _is_read_root(node: exp.Expr) -> bool:
@@ -1011,15 +1240,22 @@ def _path_message(name: str) -> str:
     )
 
 
-def _scan_function_tokens(tokens: list[Token], dialect: str) -> None:
-    """Second pass on tokens: any denied name followed by '(' is refused.
+def _scan_tokens(tokens: list[Token], rules: _Rules) -> None:
+    """Second pass on tokens, independent of how sqlglot built the tree: any denied name
+    followed by '(' is refused, and so is any introspection view's name anywhere.
 
-    It catches calls sqlglot maps to a class under another name, and chained calls
-    such as DuckDB's `'HOME'.getenv()`.
+    It catches calls sqlglot maps to a class under another name, chained calls such as
+    DuckDB's `'HOME'.getenv()`, and a view name in a spot the tree walk would not see.
     """
-    deny = _DENY[dialect]
-    for tok, nxt in zip(tokens, tokens[1:], strict=False):
-        if nxt.token_type != TokenType.L_PAREN or tok.token_type in _STRINGISH:
+    deny = rules.deny
+    for i, tok in enumerate(tokens):
+        if tok.token_type in _STRINGISH:
+            continue
+        why_table = rules.table_reason(tok.text) if rules.tables else None
+        if why_table:
+            raise UnsafeSQL(_table_message(tok.text.lower(), why_table))
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if nxt is None or nxt.token_type != TokenType.L_PAREN:
             continue
         why = deny.reason(tok.text)
         if why:
