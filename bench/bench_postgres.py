@@ -1,7 +1,15 @@
-"""First-page latency and peak RSS for `SELECT *` over 1M rows on PostgreSQL.
+"""Point-lookup latency, first-page latency and peak RSS for `SELECT *` over 1M rows on PostgreSQL.
 
     .ci/postgres.sh start && eval "$(.ci/postgres.sh env)"
-    python bench/bench_postgres.py [--runs 5] [--rows 200] [--no-naive]
+    taskset -c 0 python bench/bench_postgres.py [--runs 5] [--rows 200] [--lookups 2000]
+        [--no-naive] [--baseline OLD_postgres.py]
+
+Point lookups (`WHERE id = $1`, one row) compare wellhead with a plain asyncpg client on the
+same database: PostgresSource.fetch, the query layer on top of it, and `conn.fetchrow` with
+asyncpg's statement cache. The difference is wellhead's per-call price for read-only, deadline,
+memory settings and a clean connection for the next caller. `--baseline` loads another
+version of `wellhead/sources/postgres.py` (`git show REV:wellhead/sources/postgres.py > old.py`)
+and measures its lookups in the same run, alternating rounds, for a like-for-like before/after.
 
 Measures PostgresSource.fetch (server-side portal, max_rows + 1 rows) and, when present, the
 query layer (wellhead.sql.executor: safety check, LIMIT 0 probe, ordered page, cheap count).
@@ -23,6 +31,7 @@ import time
 from wellhead.sources.postgres import PostgresSource
 
 SQL = "SELECT * FROM public.orders"
+LOOKUP = "SELECT * FROM public.orders WHERE id = $1"
 
 
 def peak_rss_mib() -> float:
@@ -45,6 +54,92 @@ async def bench_source(src: PostgresSource, runs: int, rows: int) -> None:
         times.append(time.perf_counter() - t0)
         assert len(batch.rows) == rows and batch.more
     report("PostgresSource.fetch", times, rows)
+
+
+def report_lookups(label: str, seconds: list[float]) -> None:
+    us = sorted(s * 1e6 for s in seconds)
+    p99 = us[min(len(us) - 1, int(len(us) * 0.99))]
+    print(
+        f"{label:<34} n={len(us):<6} point lookup: median {statistics.median(us):7.0f} us"
+        f"  p99 {p99:7.0f} us"
+    )
+
+
+def load_baseline(path: str) -> type[PostgresSource]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("wellhead.sources._bench_baseline", path)
+    assert spec and spec.loader, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PostgresSource  # type: ignore[no-any-return]
+
+
+async def bench_before_after(dsn: str, baseline: str, n: int, rounds: int = 5) -> None:
+    """Old and new PostgresSource.fetch on the same lookups, rounds interleaved."""
+    old_cls = load_baseline(baseline)
+    new, old = PostgresSource("pg", dsn=dsn, pool_max=2), old_cls("pg_old", dsn=dsn, pool_max=2)
+    await new.start()
+    await old.start()
+    per: dict[str, list[float]] = {"before (baseline)": [], "after (this tree)": []}
+    try:
+        for _ in range(rounds):
+            for label, src in (("before (baseline)", old), ("after (this tree)", new)):
+                for i in range(n // rounds):
+                    t0 = time.perf_counter()
+                    await src.fetch(LOOKUP, [1 + i * 7 % 999_000], max_rows=200, timeout=10)
+                    per[label].append(time.perf_counter() - t0)
+    finally:
+        await new.close()
+        await old.close()
+    for label, times in per.items():
+        report_lookups(f"fetch {label}", times)
+
+
+async def bench_lookups(src: PostgresSource, dsn: str, n: int) -> None:
+    import asyncpg
+
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        batch = await src.fetch(LOOKUP, [1 + i * 7 % 999_000], max_rows=200, timeout=10)
+        times.append(time.perf_counter() - t0)
+        assert len(batch.rows) == 1
+    report_lookups("PostgresSource.fetch", times)
+    try:
+        from wellhead.config import LimitsConfig
+        from wellhead.sql.executor import PageRequest, QueryExecutor
+        from wellhead.sql.paging import CursorCodec
+    except ImportError as exc:
+        print(f"query layer not available ({exc}); skipped")
+    else:
+        executor = QueryExecutor(
+            {"pg": src}, LimitsConfig.model_validate({}), CursorCodec(b"bench-secret-0123456789")
+        )
+        times = []
+        for i in range(n):
+            request = PageRequest(
+                tool="query",
+                source="pg",
+                sql="SELECT * FROM public.orders WHERE id = :id",
+                params={"id": 1 + i * 7 % 999_000},
+            )
+            t0 = time.perf_counter()
+            page = await executor.run(request)
+            times.append(time.perf_counter() - t0)
+            assert len(page.rows) == 1
+        report_lookups("query layer", times)
+    conn = await asyncpg.connect(dsn)
+    try:
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            row = await conn.fetchrow(LOOKUP, 1 + i * 7 % 999_000)
+            times.append(time.perf_counter() - t0)
+            assert row is not None
+        report_lookups("plain asyncpg fetchrow (contrast)", times)
+    finally:
+        await conn.close()
 
 
 async def bench_executor(src: PostgresSource, runs: int, rows: int) -> None:
@@ -107,7 +202,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dsn", default=os.environ.get("WELLHEAD_TEST_PG_DSN"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--lookups", type=int, default=2000, help="point lookups; 0 skips them")
     parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument("--baseline", help="another postgres.py to compare lookups with")
     parser.add_argument("--naive-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.dsn:
@@ -120,6 +217,10 @@ async def main(args: argparse.Namespace) -> None:
     src = PostgresSource("pg", dsn=args.dsn, pool_max=2)
     await src.start()
     try:
+        if args.lookups:
+            await bench_lookups(src, args.dsn, args.lookups)
+            if args.baseline:
+                await bench_before_after(args.dsn, args.baseline, args.lookups)
         await bench_source(src, args.runs, args.rows)
         await bench_executor(src, args.runs, args.rows)
     finally:

@@ -1,13 +1,20 @@
 """PostgreSQL source: an asyncpg pool where every call is read-only, bounded and cancellable.
 
 Why each piece is here:
-- every statement runs in `BEGIN READ ONLY` with `SET LOCAL statement_timeout`, and the session
-  default is read-only too, so the engine refuses writes even if the SQL layer misses one;
-- rows come from a server-side portal (`max_rows + 1` at a time), never a fetchall;
-- on a deadline or a cancelled task asyncpg sends a protocol cancel and the pool waits for it
-  before the connection is reused, so no query keeps running on the server;
-- each connection is `DISCARD ALL`-ed before reuse: no SET, temp table, prepared statement,
-  advisory lock or GUC leaks from one caller to the next;
+- every statement runs in `BEGIN READ ONLY` with `SET LOCAL statement_timeout`, `work_mem` and
+  `temp_file_limit`, sent as one simple query, and the session default is read-only too, so
+  the engine refuses writes even if the SQL layer misses one;
+- rows come from a server-side portal in bounded chunks (`max_rows + 1` rows, stopping early
+  at `max_bytes`), never a fetchall; a cell over `max_cell_bytes` is refused with advice;
+- every way a call can end early (deadline, a cancelled task or anyio cancel scope, a client
+  that went away) ends in `_settle`: in its own task, beyond the caller's cancellation, it
+  waits for asyncpg's protocol cancel to be acknowledged, rolls back and resets; a backend that
+  does not get idle in time is terminated from a control connection and its slot is freed only
+  once it is gone, so no query keeps running and the pool never holds more than `pool_max`
+  backends (before, a re-cancelled clean-up dropped the socket and left the backend running);
+- each connection is reset before reuse in the same round trip as the ROLLBACK (`_pg.RESET_SQL`:
+  no SET, temp table, SQL-prepared statement, cursor, LISTEN or advisory lock leaks), keeping
+  asyncpg's prepared statements, so a repeated statement costs no Parse round trip;
 - `start()` refuses a role that could write, unless told otherwise, and says which grants to use.
 """
 
@@ -24,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
+import anyio
 import asyncpg
 
 from wellhead.errors import (
@@ -34,6 +42,16 @@ from wellhead.errors import (
     QueryFailed,
     QueryTimeout,
     SourceUnavailable,
+)
+from wellhead.sources._pg import (
+    RESET_SQL,
+    ROLLBACK_AND_RESET_SQL,
+    RowReader,
+    begin_sql,
+    cached_statement,
+    init_connection,
+    parse_iso_duration,
+    setting_literal,
 )
 from wellhead.sources.base import (
     Column,
@@ -54,6 +72,16 @@ _CLIENT_GRACE = 0.5
 """Seconds the client waits past the server's statement_timeout before cancelling itself."""
 _CONTROL_TIMEOUT = 5.0
 """Bound on bookkeeping round trips (BEGIN, ROLLBACK, catalog reads at start)."""
+_SETTLE_TIMEOUT = 5.0
+"""How long a cancelled backend may take to get idle before it is terminated instead."""
+_GONE_TIMEOUT = 5.0
+"""How long a terminated backend may take to leave pg_stat_activity before its slot is freed."""
+_BACKEND_ALIVE_SQL = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+_STATEMENT_CACHE = 256
+"""asyncpg prepared statements kept per connection (the reset keeps them)."""
+DEFAULT_WORK_MEM = "64MB"
+DEFAULT_TEMP_FILE_LIMIT = "1GB"
+DEFAULT_MAX_CELL_BYTES = 16 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------- DSN redaction
@@ -239,6 +267,8 @@ def _coerce_param(value: Value, type_name: str, index: int) -> Value:
             return dt.time.fromisoformat(value)
         if type_name == "uuid":
             return uuid.UUID(value)
+        if type_name == "interval":
+            return parse_iso_duration(value)
     except (ValueError, ArithmeticError) as exc:
         raise InvalidRequest(f"parameter ${index} must be a {type_name}, got {value!r}") from exc
     return value
@@ -277,6 +307,9 @@ class PostgresSource(Source):
         acquire_timeout: float = 5.0,
         statement_timeout_ms: int | None = None,
         allow_privileged_role: bool = False,
+        work_mem: str | None = DEFAULT_WORK_MEM,
+        temp_file_limit: str | None = DEFAULT_TEMP_FILE_LIMIT,
+        max_cell_bytes: int | None = DEFAULT_MAX_CELL_BYTES,
     ) -> None:
         super().__init__(name)
         if pool_max < 1 or pool_min < 0 or pool_min > pool_max:
@@ -290,6 +323,19 @@ class PostgresSource(Source):
             raise ConfigError(f"source {name!r}: statement_timeout_ms must be > 0")
         if schemas is not None and not schemas:
             raise ConfigError(f"source {name!r}: schemas, when given, must list at least one")
+        if max_cell_bytes is not None and max_cell_bytes < 1024:
+            raise ConfigError(f"source {name!r}: max_cell_bytes must be >= 1024")
+        try:
+            self._work_mem = setting_literal("work_mem", work_mem)
+            self._temp_file_limit = setting_literal("temp_file_limit", temp_file_limit)
+        except ConfigError as exc:
+            raise ConfigError(f"source {name!r}: {exc.public_message}") from None
+        self._max_cell_bytes = max_cell_bytes
+        self._local_settings = ""
+        """`SET LOCAL work_mem ...;` etc., as checked against the role at start()."""
+        self._settling: set[asyncio.Task[None]] = set()
+        self._clean_pids: set[int] = set()
+        """Backends `_settle` just reset: the pool's own reset callback skips them."""
         self._dsn = dsn
         self._configured_schemas = list(schemas) if schemas is not None else None
         self._pool_min = pool_min
@@ -319,10 +365,11 @@ class PostgresSource(Source):
                 dsn=self._dsn,
                 min_size=self._pool_min,
                 max_size=self._pool_max,
-                # Named statements would not survive DISCARD ALL; unnamed ones need no cache.
-                statement_cache_size=0,
+                # The reset keeps protocol-level statements: a repeated statement is not re-parsed.
+                statement_cache_size=_STATEMENT_CACHE,
                 timeout=self._acquire_timeout + _CONTROL_TIMEOUT,
-                reset=_discard_all,
+                init=init_connection,
+                reset=self._pool_reset,
                 server_settings={
                     "application_name": f"wellhead:{self.name}"[:63],
                     # Startup-packet settings survive RESET ALL: read-only stays the default.
@@ -342,6 +389,7 @@ class PostgresSource(Source):
                 async with asyncio.timeout(_CONTROL_TIMEOUT * 4):
                     self._schemas = await self._resolve_schemas(conn)
                     await self._check_privileges(conn)
+                    await self._check_settings(conn)
         except BaseException:
             await _close_pool(pool)
             raise
@@ -356,9 +404,51 @@ class PostgresSource(Source):
         )
 
     async def close(self) -> None:
+        if self._settling:  # connections still being cancelled, reset or terminated
+            await asyncio.wait(set(self._settling), timeout=_SETTLE_TIMEOUT + _GONE_TIMEOUT)
         pool, self._pool = self._pool, None
         if pool is not None:
             await _close_pool(pool)
+
+    async def _check_settings(self, conn: asyncpg.Connection) -> None:
+        """Check `work_mem` / `temp_file_limit` once, so every call can send them blind.
+
+        `temp_file_limit` is superuser-only unless granted (`GRANT SET ON PARAMETER
+        temp_file_limit TO role`, PostgreSQL 15+): without the right it is left out and a
+        warning says how to grant it; a bad value is a configuration error.
+        """
+        parts: list[str] = []
+        for key, literal in (
+            ("work_mem", self._work_mem),
+            ("temp_file_limit", self._temp_file_limit),
+        ):
+            if literal is None:
+                continue
+            statement = f" SET LOCAL {key} = {literal};"
+            try:
+                await conn.execute(f"BEGIN READ ONLY;{statement} ROLLBACK")
+            except asyncpg.InsufficientPrivilegeError:
+                await _rollback(conn)
+                role = await conn.fetchval("SELECT quote_ident(current_user)")
+                log.warning(
+                    "postgres source %r: role %s may not set %s, so queries run without it "
+                    "(temporary files are bounded only by the server's own setting); run "
+                    "GRANT SET ON PARAMETER %s TO %s (PostgreSQL 15+) or set %s: null",
+                    self.name,
+                    role,
+                    key,
+                    key,
+                    role,
+                    key,
+                )
+                continue
+            except asyncpg.PostgresError as exc:
+                await _rollback(conn)
+                raise ConfigError(
+                    f"postgres source {self.name!r}: {key} = {literal} was refused: {exc}"
+                ) from None
+            parts.append(statement)
+        self._local_settings = "".join(parts)
 
     async def _resolve_schemas(self, conn: asyncpg.Connection) -> list[str]:
         if self._configured_schemas is None:
@@ -431,11 +521,15 @@ class PostgresSource(Source):
     # ---------------------------------------------------------------- health and discovery
 
     async def ping(self) -> None:
-        pool = self._require_pool()
         try:
             async with asyncio.timeout(self._acquire_timeout + _CONTROL_TIMEOUT):
-                async with pool.acquire() as conn:
+                conn = await self._acquire(self._acquire_timeout)
+                clean = False
+                try:
                     await conn.fetchval("SELECT 1")
+                    clean = True
+                finally:
+                    await self._release(conn, clean=clean)
         except TimeoutError:
             raise SourceUnavailable(
                 f"postgres source {self.name!r} did not answer SELECT 1 within "
@@ -533,11 +627,14 @@ class PostgresSource(Source):
     async def _catalog(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """A fully fetched catalog read (small results by construction), read-only and bounded."""
         conn = await self._acquire(self._acquire_timeout)
+        clean = False
         try:
             try:
                 async with asyncio.timeout(_CONTROL_TIMEOUT * 4):
                     async with conn.transaction(readonly=True):
-                        return list(await conn.fetch(sql, *args))
+                        rows = list(await conn.fetch(sql, *args))
+                clean = True
+                return rows
             except TimeoutError:
                 raise QueryTimeout(
                     f"postgres source {self.name!r}: catalog read took over "
@@ -546,20 +643,29 @@ class PostgresSource(Source):
             except asyncpg.PostgresError as exc:
                 raise QueryFailed(f"PostgreSQL: {exc}") from None
         finally:
-            await self._release(conn)
+            await self._release(conn, clean=clean)
 
     # ---------------------------------------------------------------- queries
 
     async def fetch(
-        self, sql: str, params: Sequence[Value], *, max_rows: int, timeout: float
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        max_rows: int,
+        timeout: float,
+        max_bytes: int | None = None,
     ) -> RowBatch:
         if max_rows < 0:
             raise InvalidRequest(f"max_rows must be >= 0, got {max_rows}")
+        if max_bytes is not None and max_bytes < 0:
+            raise InvalidRequest(f"max_bytes must be >= 0, got {max_bytes}")
         if timeout <= 0:
             raise QueryTimeout(f"no time left to run the query on source {self.name!r}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         conn = await self._acquire(min(self._acquire_timeout, timeout))
+        clean = False
         try:
             remaining = deadline - loop.time()
             if remaining <= 0.001:
@@ -569,15 +675,16 @@ class PostgresSource(Source):
                 server_ms = min(server_ms, self._statement_timeout_ms)
             try:
                 async with asyncio.timeout(server_ms / 1000 + _CLIENT_GRACE):
-                    return await self._run(conn, sql, list(params), max_rows, server_ms)
+                    batch = await self._run(conn, sql, list(params), max_rows, server_ms, max_bytes)
             except TimeoutError:
                 raise QueryTimeout(
                     f"query on source {self.name!r} exceeded {server_ms / 1000:g} s and was "
                     f"cancelled on the server; narrow it (WHERE, LIMIT) or raise the timeout"
                 ) from None
+            clean = True
+            return batch
         finally:
-            # asyncpg waits for a pending protocol cancel, rolls back, then runs _discard_all.
-            await self._release(conn)
+            await self._release(conn, clean=clean)
 
     async def _run(
         self,
@@ -586,14 +693,34 @@ class PostgresSource(Source):
         params: list[Value],
         max_rows: int,
         server_ms: int,
+        max_bytes: int | None,
     ) -> RowBatch:
-        # `SELECT 1` takes the transaction's first snapshot: from then on PostgreSQL refuses
-        # any attempt (SET TRANSACTION, set_config, a DO block) to turn it read-write.
-        await conn.execute(
-            f"BEGIN TRANSACTION READ ONLY; SET LOCAL statement_timeout = {server_ms}; SELECT 1"
-        )
+        for attempt in (1, 2):
+            await conn.execute(begin_sql(server_ms, self._local_settings))
+            try:
+                return await self._read(conn, sql, params, max_rows, server_ms, max_bytes)
+            except asyncpg.InvalidCachedStatementError:
+                # A table changed shape under a cached statement; asyncpg dropped it from the
+                # cache. Inside a transaction it cannot re-prepare by itself: we do, once.
+                if attempt == 2:
+                    raise QueryFailed(
+                        "the statement's tables changed while it ran; run it again"
+                    ) from None
+                await conn.execute("ROLLBACK")
+        raise AssertionError("unreachable")
+
+    async def _read(
+        self,
+        conn: asyncpg.Connection,
+        sql: str,
+        params: list[Value],
+        max_rows: int,
+        server_ms: int,
+        max_bytes: int | None,
+    ) -> RowBatch:
+        """Prepare (or reuse), bind and read; the transaction is ended by `_release`."""
         try:
-            stmt = await conn.prepare(sql)
+            stmt = await cached_statement(conn, sql)
             expected = stmt.get_parameters()
             if len(params) != len(expected):
                 raise InvalidRequest(
@@ -605,13 +732,22 @@ class PostgresSource(Source):
                 for i, (v, t) in enumerate(zip(params, expected, strict=True))
             ]
             columns = [Column(a.name, _type_label(a.type)) for a in stmt.get_attributes()]
-            cursor = await stmt.cursor(*args)
-            records = await cursor.fetch(max_rows + 1)
+            reader = RowReader(
+                stmt,
+                args,
+                max_rows=max_rows,
+                max_bytes=max_bytes,
+                max_cell_bytes=self._max_cell_bytes,
+                source=self.name,
+            )
+            rows, more = await reader.read()
             if not conn.is_in_transaction():
                 raise QueryFailed(
                     "the statement tried to end wellhead's read-only transaction "
                     "(COMMIT/ROLLBACK/END are not allowed)"
                 )
+        except asyncpg.InvalidCachedStatementError:
+            raise
         except asyncpg.ReadOnlySQLTransactionError as exc:
             raise QueryFailed(
                 "the statement tried to write, but wellhead runs every statement in a read-only "
@@ -625,6 +761,11 @@ class PostgresSource(Source):
                 ) from None
             raise QueryCancelled(
                 f"the query was cancelled on the server (PostgreSQL: {exc})"
+            ) from None
+        except asyncpg.ConfigurationLimitExceededError as exc:
+            raise QueryFailed(
+                f"the query needed more temporary disk than this source allows ({exc}); "
+                "narrow it (WHERE, fewer rows to sort or hash) or raise temp_file_limit"
             ) from None
         except (
             asyncpg.PostgresConnectionError,
@@ -644,10 +785,6 @@ class PostgresSource(Source):
             raise SourceUnavailable(
                 f"lost the connection to postgres source {self.name!r}: {detail}"
             ) from None
-        finally:
-            await _rollback(conn)
-        more = len(records) > max_rows
-        rows = [tuple(r) for r in records[:max_rows]]
         return RowBatch(columns=columns, rows=rows, more=more)
 
     # ---------------------------------------------------------------- pool plumbing
@@ -672,12 +809,105 @@ class PostgresSource(Source):
                 f"{_scrub(str(exc), self._dsn)}"
             ) from None
 
-    async def _release(self, conn: asyncpg.Connection) -> None:
-        pool = self._pool
-        if pool is None:  # closed while we ran
-            _terminate(conn)
+    async def _release(self, conn: asyncpg.Connection, *, clean: bool) -> None:
+        """Hand the connection to `_settle`; wait for it unless the call ended normally.
+
+        `_settle` runs in its own task, so neither a repeated anyio cancellation nor a
+        second `task.cancel()` can cut it short. A call that ended normally does not wait:
+        its rows are ready, and the connection re-enters the pool once reset. A call that
+        was cancelled, timed out or failed waits (shielded) until the backend is idle or
+        gone, so "cancelled" is only reported once nothing runs on the server any more.
+        """
+        if getattr(conn, "_con", True) is None:
+            return  # asyncpg already took back a connection the server closed: nothing runs
+        task = asyncio.ensure_future(self._settle(conn))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        if clean:
             return
-        await pool.release(conn, timeout=_CONTROL_TIMEOUT)
+        cancelled: asyncio.CancelledError | None = None
+        with anyio.CancelScope(shield=True):
+            while not task.done():
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError as exc:  # a native task.cancel(): keep waiting
+                    cancelled = cancelled or exc
+        if cancelled is not None:
+            raise cancelled
+
+    async def _settle(self, conn: asyncpg.Connection) -> None:
+        """Return `conn` to the pool idle and reset, or terminate its backend and wait."""
+        pool = self._pool
+        pid = conn.get_server_pid()
+        try:
+            if pool is None or conn.is_closed():
+                raise ConnectionError("pool closed or connection lost")
+            async with asyncio.timeout(_SETTLE_TIMEOUT):
+                # asyncpg first waits until a cancelled command is acknowledged by the server.
+                await conn.execute(ROLLBACK_AND_RESET_SQL)
+        except (Exception, asyncio.CancelledError) as exc:
+            await self._kill(conn, pid, exc)
+            return
+        self._clean_pids.add(pid)
+        try:
+            await pool.release(conn, timeout=_CONTROL_TIMEOUT)
+        except (Exception, asyncio.CancelledError) as exc:  # pool closing: it terminates
+            log.warning("postgres source %r: releasing a connection failed: %r", self.name, exc)
+        finally:
+            self._clean_pids.discard(pid)
+
+    async def _kill(self, conn: asyncpg.Connection, pid: int, why: BaseException) -> None:
+        """Terminate the backend from a control connection; free the slot once it is gone.
+
+        Dropping the socket alone is not enough: a backend busy in pg_sleep or a long sort
+        does not notice its client left, keeps running, and the pool would open another.
+        """
+        log.warning(
+            "postgres source %r: backend %d did not settle (%s); terminating it",
+            self.name,
+            pid,
+            type(why).__name__,
+        )
+        try:
+            async with asyncio.timeout(_CONTROL_TIMEOUT + _GONE_TIMEOUT):
+                control = await asyncpg.connect(
+                    dsn=self._dsn,
+                    timeout=_CONTROL_TIMEOUT,
+                    statement_cache_size=0,
+                    server_settings={"application_name": f"wellhead:{self.name}:control"[:63]},
+                )
+                try:
+                    await control.execute("SELECT pg_terminate_backend($1)", pid)
+                    for _ in range(int(_GONE_TIMEOUT / 0.01)):  # poll until the backend exits
+                        if not await control.fetchval(_BACKEND_ALIVE_SQL, pid):
+                            break
+                        await asyncio.sleep(0.01)
+                finally:
+                    await control.close()
+        except (Exception, asyncio.CancelledError) as exc:
+            log.warning(
+                "postgres source %r: could not confirm backend %d ended: %s",
+                self.name,
+                pid,
+                _scrub(str(exc) or type(exc).__name__, self._dsn),
+            )
+        _terminate(conn)
+        pool = self._pool
+        if pool is not None:
+            try:
+                await pool.release(conn, timeout=_CONTROL_TIMEOUT)
+            except (Exception, asyncio.CancelledError):
+                pass
+
+    async def _pool_reset(self, conn: asyncpg.Connection) -> None:
+        """The pool's reset hook: a no-op after `_settle`, the full reset for anything else.
+
+        Code that takes a connection from the pool directly (a plugin, a test) still gives it
+        back clean; the call path reset it already, in the same round trip as its ROLLBACK.
+        """
+        if conn.get_server_pid() in self._clean_pids:
+            return
+        await conn.execute(ROLLBACK_AND_RESET_SQL if conn.is_in_transaction() else RESET_SQL)
 
 
 def _describe_error(exc: asyncpg.PostgresError) -> str:
@@ -707,11 +937,6 @@ def _terminate(conn: asyncpg.Connection) -> None:
         conn.terminate()
     except asyncpg.InterfaceError:  # the pool already took the dead connection back
         pass
-
-
-async def _discard_all(conn: asyncpg.Connection) -> None:
-    """Pool reset: nothing a caller did to the session survives into the next caller's call."""
-    await conn.execute("DISCARD ALL")
 
 
 async def _close_pool(pool: asyncpg.Pool) -> None:
