@@ -59,6 +59,15 @@ class PostgresSourceConfig(_Strict):
     schemas: list[str] | None = None
     pool: PoolConfig = PoolConfig()
     allow_privileged_role: bool = False
+    work_mem: str | None = Field(
+        "64MB", description="SET LOCAL work_mem per statement (sort/hash memory); null: server's."
+    )
+    temp_file_limit: str | None = Field(
+        "1GB", description="SET LOCAL temp_file_limit (superuser or GRANT SET); null: server's."
+    )
+    max_cell_bytes: int | None = Field(
+        16 * 1024 * 1024, ge=1024, description="A larger single value is refused; null: no limit."
+    )
 
 
 SourceConfig = Annotated[
