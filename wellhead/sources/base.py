@@ -66,6 +66,9 @@ class RowBatch:
     more: bool
     """True when the engine had at least one more row than `max_rows` (it was not fetched),
     or when fetching stopped early because the rows reached `max_bytes` (see `Source.fetch`)."""
+    nbytes: int | None = None
+    """Estimated JSON size of `rows` when the source measured it: lets the caller decide to
+    encode a big page off the event loop by its size, not only by its row count."""
 
 
 @dataclass(frozen=True)

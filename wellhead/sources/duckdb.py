@@ -13,11 +13,26 @@ Read-only is enforced by the engine, independently of the SQL checks upstream:
   `use_tmp_file false`), and DuckDB has no read-only variant of it, so every statement
   is first parsed by DuckDB's own parser and anything but one SELECT (or EXPLAIN of a
   SELECT) is refused before it runs.
+
+Memory is bounded by configuration, not by the host: `memory_limit` (default 1GB, not
+DuckDB's 80 % of physical RAM, which a container or a second source makes wrong),
+`threads` (default min(4, CPUs)), and spilling to a private temp directory capped by
+`max_temp_directory_size`. A query past the limit fails with a message naming the key.
+
+Values reach Python exactly: the driver would fold an interval's months into 30 days,
+clamp `infinity` dates to 9999-12-31, drop nanoseconds, and need pytz for any
+TIMESTAMPTZ. So the statement's result types are read first (`DESCRIBE`, which binds
+without running) and the affected columns are selected through a thin wrapper: intervals
+as their (months, days, microseconds) parts, dates and timestamps as text parsed back
+when Python can hold them, nested values holding either as JSON.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import glob
+import json
 import os
 import re
 import shutil
@@ -40,9 +55,11 @@ from wellhead.errors import (
 )
 from wellhead.sources._catalog import quote_ident, resolve
 from wellhead.sources._dbapi import (
+    DEFAULT_MAX_CELL_BYTES,
     DISCOVERY_TIMEOUT,
     MAX_ERROR_CHARS,
     PING_TIMEOUT,
+    Converter,
     fetch_upto,
 )
 from wellhead.sources._threads import Deadline, Interruptible, run_interruptible, timeout_error
@@ -50,6 +67,7 @@ from wellhead.sources.base import (
     Column,
     ColumnInfo,
     ForeignKey,
+    Interval,
     RowBatch,
     Source,
     TableDescription,
@@ -73,6 +91,15 @@ _EXPLAIN = re.compile(
 )
 _ALLOWED = {"SELECT"}
 
+DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_MAX_TEMP_DIRECTORY_SIZE = "2GB"
+DEFAULT_MAX_THREADS = 4
+
+
+def default_threads() -> int:
+    """min(4, CPUs): a few queries at once keep a core each without starving the loop."""
+    return max(1, min(DEFAULT_MAX_THREADS, os.cpu_count() or 1))
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -94,7 +121,10 @@ class DuckDBSource(Source):
         path: str | None,
         views: dict[str, str] | None = None,
         threads: int | None = None,
-        memory_limit: str | None = None,
+        memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+        max_temp_directory_size: str | None = DEFAULT_MAX_TEMP_DIRECTORY_SIZE,
+        temp_directory: str | None = None,
+        max_cell_bytes: int = DEFAULT_MAX_CELL_BYTES,
         max_concurrency: int = 16,
     ) -> None:
         super().__init__(name)
@@ -105,8 +135,12 @@ class DuckDBSource(Source):
             )
         self.path = path
         self.views = dict(views or {})
-        self.threads = threads
+        self.threads = threads if threads is not None else default_threads()
         self.memory_limit = memory_limit
+        self.max_temp_directory_size = max_temp_directory_size
+        self.temp_parent = temp_directory
+        """Where the private spill directory is made; the system temp dir when None."""
+        self.max_cell_bytes = max_cell_bytes
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._cursor_lock = threading.Lock()
         self._tmpdir: str | None = None
@@ -149,10 +183,15 @@ class DuckDBSource(Source):
             "allow_persistent_secrets": False,
             "python_enable_replacements": False,  # SQL must not reach Python variables
         }
-        if self.threads is not None:
-            config["threads"] = self.threads
+        config["threads"] = self.threads
         if self.memory_limit is not None:
             config["memory_limit"] = self.memory_limit
+        if self.max_temp_directory_size is not None:
+            config["max_temp_directory_size"] = self.max_temp_directory_size
+        self._tmpdir = self._private_dir()
+        spill = os.path.join(self._tmpdir, "spill")
+        os.mkdir(spill, 0o700)
+        config["temp_directory"] = spill  # never `<db>.tmp` beside a shared database file
         allowed: list[str] = []
         if self.path is not None:
             db_path = os.path.abspath(os.path.expanduser(self.path))
@@ -167,6 +206,7 @@ class DuckDBSource(Source):
                 f"source {self.name!r}: cannot open DuckDB database: {_first_line(exc)}"
             ) from None
         try:
+            _use_utc(conn)
             if allowed:
                 conn.execute("SET allowed_paths = $1", [sorted(set(allowed))])
             conn.execute("SET enable_external_access = false")
@@ -183,7 +223,7 @@ class DuckDBSource(Source):
     def _build_view_catalog(self, config: dict[str, Any], allowed: list[str]) -> str:
         """Write the views into a private database file, to be reopened read-only."""
         definitions = {view: _view_sql(self.name, view, spec) for view, spec in self.views.items()}
-        self._tmpdir = tempfile.mkdtemp(prefix="wellhead-duckdb-")
+        assert self._tmpdir is not None
         db_path = os.path.join(self._tmpdir, "views.duckdb")
         try:
             builder = duckdb.connect(db_path, config=config)
@@ -202,6 +242,16 @@ class DuckDBSource(Source):
         finally:
             builder.close()
         return db_path
+
+    def _private_dir(self) -> str:
+        parent = None
+        if self.temp_parent is not None:
+            parent = os.path.abspath(os.path.expanduser(self.temp_parent))
+            if not os.path.isdir(parent):
+                raise ConfigError(
+                    f"source {self.name!r}: temp_directory {parent} is not a directory"
+                )
+        return tempfile.mkdtemp(prefix="wellhead-duckdb-", dir=parent)  # mode 0700
 
     # -- execution -----------------------------------------------------------------
 
@@ -224,22 +274,47 @@ class DuckDBSource(Source):
         max_rows: int,
         timeout: float,  # noqa: ASYNC109 - the engine must be interrupted, not just awaited
         check: bool,
+        max_bytes: int | None = None,
+        exact: bool = True,
     ) -> RowBatch:
+        setting = f"sources.{self.name}.max_cell_bytes"
+
         def work(state: Interruptible) -> RowBatch:
             cur = self._cursor()
             state.attach(cur)
             try:
-                if check:
-                    _check_statement(cur, sql)
+                kind = _check_statement(cur, sql) if check else "SELECT"
                 if state.interrupted:
                     raise duckdb.InterruptException("interrupted before start")
-                cur.execute(sql, list(params) if params else None)
-                rows = fetch_upto(cur, max_rows + 1)
-                columns = [Column(str(d[0]), str(d[1])) for d in (cur.description or [])]
+                args = list(params) if params else None
+                plan = _exact_plan(cur, sql, args) if exact and kind == "SELECT" else None
+                if plan is not None and max_rows > 0:
+                    cur.execute(plan.sql, args)
+                    columns = plan.columns
+                    converters: list[Converter | None] | None = plan.converters
+                else:
+                    cur.execute(sql, args)
+                    columns = [Column(str(d[0]), str(d[1])) for d in (cur.description or [])]
+                    converters = None
+                fetched = fetch_upto(
+                    cur,
+                    max_rows + 1,
+                    max_bytes=max_bytes,
+                    max_cell_bytes=self.max_cell_bytes,
+                    names=lambda: [c.name for c in columns],
+                    converters=converters,
+                    setting=setting,
+                )
             finally:
                 state.detach()
                 cur.close()
-            return RowBatch(columns=columns, rows=rows[:max_rows], more=len(rows) > max_rows)
+            rows = fetched.rows
+            return RowBatch(
+                columns=columns,
+                rows=rows[:max_rows],
+                more=fetched.full or len(rows) > max_rows,
+                nbytes=fetched.nbytes,
+            )
 
         try:
             return await run_interruptible(
@@ -250,6 +325,18 @@ class DuckDBSource(Source):
         except duckdb.Error as exc:
             if self._conn is None:
                 raise SourceUnavailable(f"source {self.name!r} was closed") from None
+            if isinstance(exc, duckdb.OutOfMemoryException):
+                raise QueryFailed(
+                    f"memory limit of {self.memory_limit or 'DuckDB default'} reached; narrow "
+                    "the query (filter, aggregate, select fewer or shorter columns) or raise "
+                    f"sources.{self.name}.memory_limit"
+                ) from None
+            if "max_temp_directory_size" in str(exc):
+                raise QueryFailed(
+                    f"the query needs more than {self.max_temp_directory_size} of temporary "
+                    "disk (spilled sorts, joins, aggregates); narrow it or raise "
+                    f"sources.{self.name}.max_temp_directory_size"
+                ) from None
             raise _engine_error(exc) from None
 
     async def fetch(
@@ -259,14 +346,19 @@ class DuckDBSource(Source):
         *,
         max_rows: int,
         timeout: float,  # noqa: ASYNC109
+        max_bytes: int | None = None,
     ) -> RowBatch:
         if max_rows < 0:
             raise InvalidRequest("max_rows must be 0 or more")
-        return await self._run(sql, params, max_rows=max_rows, timeout=timeout, check=True)
+        return await self._run(
+            sql, params, max_rows=max_rows, timeout=timeout, check=True, max_bytes=max_bytes
+        )
 
     async def ping(self) -> None:
         try:
-            batch = await self._run("SELECT 1", (), max_rows=1, timeout=PING_TIMEOUT, check=False)
+            batch = await self._run(
+                "SELECT 1", (), max_rows=1, timeout=PING_TIMEOUT, check=False, exact=False
+            )
         except WellheadError as exc:
             raise SourceUnavailable(
                 f"source {self.name!r} does not answer: {exc.public_message}"
@@ -363,7 +455,7 @@ def _interrupt(handle: object) -> None:
     handle.interrupt()
 
 
-def _check_statement(cur: duckdb.DuckDBPyConnection, sql: str) -> None:
+def _check_statement(cur: duckdb.DuckDBPyConnection, sql: str) -> str:
     """Let DuckDB's own parser say what the statement is; refuse all but a read."""
     statements = cur.extract_statements(sql)
     if len(statements) != 1:
@@ -377,7 +469,7 @@ def _check_statement(cur: duckdb.DuckDBPyConnection, sql: str) -> None:
         match = _EXPLAIN.match(text)
         inner = cur.extract_statements(match.group("inner")) if match else []
         if len(inner) == 1 and inner[0].type.name in _ALLOWED:
-            return
+            return kind
         raise UnsafeSQL("only EXPLAIN [ANALYZE] of a single SELECT statement is allowed")
     if kind == "MULTI":
         raise UnsafeSQL(
@@ -389,16 +481,133 @@ def _check_statement(cur: duckdb.DuckDBPyConnection, sql: str) -> None:
             f"DuckDB parsed this as a {kind} statement; this source is read-only and only "
             "runs SELECT (including WITH, VALUES, DESCRIBE, SUMMARIZE) or EXPLAIN"
         )
+    return kind
 
 
 def _engine_error(exc: duckdb.Error) -> WellheadError:
-    message = str(exc).strip()[:MAX_ERROR_CHARS]
+    message = _without_traceback(str(exc))[:MAX_ERROR_CHARS]
     refused = isinstance(exc, duckdb.PermissionException) or (
         "configuration has been locked" in message or "read-only mode" in message
     )
     if refused:
         return UnsafeSQL(f"the DuckDB engine refused the statement (read-only source): {message}")
     return QueryFailed(message)
+
+
+def _without_traceback(message: str) -> str:
+    """An engine message without a Python traceback DuckDB may have embedded in it."""
+    head, _, _ = message.partition("Traceback (most recent call last)")
+    return head.strip().rstrip(":,").strip() or "the DuckDB engine failed"
+
+
+def _use_utc(conn: duckdb.DuckDBPyConnection) -> None:
+    """TIMESTAMPTZ text in UTC whatever the host's zone (needs ICU; without it, it is UTC)."""
+    try:
+        conn.execute("SET TimeZone = 'UTC'")
+    except duckdb.Error:
+        pass
+
+
+# -- exact values ----------------------------------------------------------------------
+
+_TEMPORAL = {
+    "DATE",
+    "TIMESTAMP",
+    "TIMESTAMP_S",
+    "TIMESTAMP_MS",
+    "TIMESTAMP_NS",
+    "TIMESTAMP WITH TIME ZONE",
+}
+_NESTED_TEMPORAL = re.compile(r"\b(DATE|TIMESTAMP(_S|_MS|_NS)?|INTERVAL)\b")
+_INTERVAL_PARTS = (
+    "CASE WHEN {c} IS NULL THEN NULL ELSE ["
+    "datepart('year', {c}) * 12 + datepart('month', {c}), datepart('day', {c}), "
+    "datepart('hour', {c}) * 3600000000 + datepart('minute', {c}) * 60000000 "
+    "+ datepart('microseconds', {c})] END"
+)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    columns: list[Column]
+    converters: list[Converter | None]
+
+
+def _exact_plan(cur: duckdb.DuckDBPyConnection, sql: str, args: list[Any] | None) -> _Plan | None:
+    """The statement wrapped so every column reaches Python exactly; None when no column needs it.
+
+    `DESCRIBE` binds the statement without running it. When it cannot (an unusual statement
+    form), the statement runs as it is and the engine reports any real error itself.
+    """
+    try:
+        described = cur.execute(f"DESCRIBE {sql}", args).fetchall()
+    except duckdb.Error:
+        return None
+    columns = [Column(str(row[0]), str(row[1])) for row in described]
+    selects: list[str] = []
+    converters: list[Converter | None] = []
+    needed = False
+    for index, column in enumerate(columns):
+        ref = f"c{index}"
+        kind = column.type.upper()
+        if kind == "INTERVAL":
+            selects.append(_INTERVAL_PARTS.format(c=ref))
+            converters.append(_interval)
+        elif kind in _TEMPORAL:
+            selects.append(f"CAST({ref} AS VARCHAR)")
+            converters.append(_date if kind == "DATE" else _timestamp)
+        elif _is_nested(kind) and _NESTED_TEMPORAL.search(kind):
+            selects.append(f"CAST(to_json({ref}) AS VARCHAR)")
+            converters.append(_from_json)
+        else:
+            selects.append(ref)
+            converters.append(None)
+            continue
+        needed = True
+    if not needed:
+        return None
+    names = ", ".join(f"c{i}" for i in range(len(columns)))
+    projection = ", ".join(
+        f"{expr} AS {quote_ident(column.name)}"
+        for expr, column in zip(selects, columns, strict=True)
+    )
+    wrapped = f"SELECT {projection} FROM ({sql}\n) AS _wh_t({names})"
+    return _Plan(wrapped, columns, converters)
+
+
+def _is_nested(kind: str) -> bool:
+    return kind.endswith("]") or kind.startswith(("STRUCT", "MAP", "UNION"))
+
+
+def _interval(parts: Any) -> Interval:
+    months, days, micros = parts
+    return Interval(months=int(months), days=int(days), microseconds=int(micros))
+
+
+def _date(text: Any) -> Any:
+    """A date Python holds exactly, else DuckDB's text (`infinity`, `5877642-06-25`, BC)."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return text
+
+
+def _timestamp(text: Any) -> Any:
+    """A datetime when exact; nanoseconds, `infinity`, BC and far years stay text."""
+    head, dot, tail = text.partition(".")
+    if dot:
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        if digits > 6 and tail[6:digits].strip("0"):
+            return text.replace(" ", "T", 1)  # nanoseconds a datetime cannot hold
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        return text
+
+
+def _from_json(text: Any) -> Any:
+    return json.loads(text, parse_float=decimal.Decimal)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,6 +9,13 @@ reads working: the read-only introspection pragmas (`pragma_table_info(...)` and
 which have no setter form), and the `sqlite_master` update SQLite reports while it
 declares an eponymous virtual table such as `json_each` — a real write to the schema
 table is still refused by `mode=ro`, `query_only` and SQLite's own schema protection.
+
+Memory is bounded by configuration: `Connection.setlimit` caps the length of any string
+or BLOB SQLite builds (`max_length_bytes`, so `zeroblob(400000000)` fails in the engine
+instead of allocating) and of the statement text (`max_sql_bytes`); `PRAGMA
+hard_heap_limit` caps SQLite's whole heap (`heap_limit_bytes`). The heap limit is one
+setting for the whole process (SQLite has no per-connection heap), and SQLite only ever
+lowers it, so with several SQLite sources the smallest configured limit applies.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from wellhead.errors import (
 )
 from wellhead.sources._catalog import quote_ident, resolve
 from wellhead.sources._dbapi import (
+    DEFAULT_MAX_CELL_BYTES,
     DISCOVERY_TIMEOUT,
     MAX_ERROR_CHARS,
     PING_TIMEOUT,
@@ -75,6 +83,13 @@ _REFUSALS = (
     "may not be modified",
 )
 
+DEFAULT_MAX_LENGTH_BYTES = 64 << 20
+"""SQLITE_LIMIT_LENGTH: the longest string or BLOB any expression may build."""
+DEFAULT_MAX_SQL_BYTES = 4 << 20
+"""SQLITE_LIMIT_SQL_LENGTH: no longer than the largest HTTP request body."""
+DEFAULT_HEAP_LIMIT_BYTES = 512 << 20
+"""`PRAGMA hard_heap_limit`, for SQLite's whole heap in this process."""
+
 
 def _authorize(
     action: int,
@@ -112,10 +127,24 @@ class SQLiteSource(Source):
     dialect = "sqlite"
     placeholder_style = "qmark"
 
-    def __init__(self, name: str, *, path: str, max_connections: int = 4) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        path: str,
+        max_connections: int = 4,
+        max_length_bytes: int = DEFAULT_MAX_LENGTH_BYTES,
+        max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
+        heap_limit_bytes: int = DEFAULT_HEAP_LIMIT_BYTES,
+        max_cell_bytes: int = DEFAULT_MAX_CELL_BYTES,
+    ) -> None:
         super().__init__(name)
         self.path = os.path.abspath(os.path.expanduser(path))
         self.max_connections = max_connections
+        self.max_length_bytes = max_length_bytes
+        self.max_sql_bytes = max_sql_bytes
+        self.heap_limit_bytes = heap_limit_bytes
+        self.max_cell_bytes = max_cell_bytes
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._slots = anyio.Semaphore(max_connections)
@@ -160,6 +189,10 @@ class SQLiteSource(Source):
             ) from None
         try:
             db.execute("PRAGMA query_only = ON")
+            db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.max_length_bytes)
+            db.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, self.max_sql_bytes)
+            if self.heap_limit_bytes > 0:  # process-wide; SQLite only ever lowers it
+                db.execute(f"PRAGMA hard_heap_limit = {int(self.heap_limit_bytes)}")
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # is it a database?
         except sqlite3.Error as exc:
             db.close()
@@ -182,6 +215,7 @@ class SQLiteSource(Source):
         *,
         max_rows: int,
         timeout: float,  # noqa: ASYNC109 - the engine must be interrupted, not just awaited
+        max_bytes: int | None = None,
     ) -> RowBatch:
         if not self._open:
             raise SourceUnavailable(f"source {self.name!r} is not started")
@@ -199,7 +233,16 @@ class SQLiteSource(Source):
         def work(state: Interruptible) -> RowBatch:
             conn = self._checkout()
             try:
-                return _execute(conn, state, sql, params, max_rows)
+                return _execute(
+                    conn,
+                    state,
+                    sql,
+                    params,
+                    max_rows,
+                    max_bytes=max_bytes,
+                    max_cell_bytes=self.max_cell_bytes,
+                    setting=f"sources.{self.name}.max_cell_bytes",
+                )
             finally:
                 self._checkin(conn, abandoned=state.abandoned)
 
@@ -210,10 +253,11 @@ class SQLiteSource(Source):
             )
         except Deadline:
             raise timeout_error(timeout) from None
-        except (sqlite3.Error, sqlite3.Warning) as exc:
+        except (sqlite3.Error, sqlite3.Warning, MemoryError) as exc:
+            # the sqlite3 module raises MemoryError for SQLITE_NOMEM: the heap limit
             if not self._open:
                 raise SourceUnavailable(f"source {self.name!r} was closed") from None
-            raise _engine_error(exc) from None
+            raise self._engine_error(exc) from None
         except OverflowError as exc:
             raise InvalidRequest(f"a parameter does not fit SQLite: {exc}") from None
         finally:
@@ -250,10 +294,11 @@ class SQLiteSource(Source):
         *,
         max_rows: int,
         timeout: float,  # noqa: ASYNC109
+        max_bytes: int | None = None,
     ) -> RowBatch:
         if max_rows < 0:
             raise InvalidRequest("max_rows must be 0 or more")
-        return await self._run(sql, params, max_rows=max_rows, timeout=timeout)
+        return await self._run(sql, params, max_rows=max_rows, timeout=timeout, max_bytes=max_bytes)
 
     async def ping(self) -> None:
         try:
@@ -332,6 +377,28 @@ class SQLiteSource(Source):
             sample_rows=samples,
         )
 
+    def _engine_error(self, exc: Exception) -> WellheadError:
+        message = str(exc).strip()[:MAX_ERROR_CHARS] or type(exc).__name__
+        lowered = message.lower()
+        if "string or blob too big" in lowered:
+            return QueryFailed(
+                f"a value would exceed the {_mib(self.max_length_bytes)} length limit for one "
+                "string or BLOB; narrow the query (substr, length, fewer rows in "
+                f"group_concat) or raise sources.{self.name}.max_length_bytes"
+            )
+        if "query string is too large" in lowered or "statement too long" in lowered:
+            return InvalidRequest(
+                f"the statement is longer than {_mib(self.max_sql_bytes)}; shorten it or "
+                f"raise sources.{self.name}.max_sql_bytes"
+            )
+        if isinstance(exc, MemoryError) or "out of memory" in lowered:
+            return QueryFailed(
+                f"memory limit of {_mib(self.heap_limit_bytes)} reached (SQLite heap, shared "
+                "by every SQLite query in this server); narrow the query or raise "
+                f"sources.{self.name}.heap_limit_bytes"
+            )
+        return _engine_error(exc)
+
     async def _primary_key(self, table: str) -> list[str]:
         rows = await self._internal(f"PRAGMA table_info({quote_ident(table)})")
         return [str(row[1]) for row in sorted(rows, key=lambda r: r[5]) if row[5]]
@@ -346,6 +413,10 @@ def _execute(
     sql: str,
     params: Sequence[Value],
     max_rows: int,
+    *,
+    max_bytes: int | None = None,
+    max_cell_bytes: int = DEFAULT_MAX_CELL_BYTES,
+    setting: str = "max_cell_bytes",
 ) -> RowBatch:
     state.attach(conn)
     cur = conn.cursor()
@@ -353,13 +424,30 @@ def _execute(
         if state.interrupted:
             raise sqlite3.OperationalError("interrupted")
         cur.execute(sql, tuple(params))
-        rows = fetch_upto(cur, max_rows + 1)
         names = [str(d[0]) for d in (cur.description or [])]
+        fetched = fetch_upto(
+            cur,
+            max_rows + 1,
+            max_bytes=max_bytes,
+            max_cell_bytes=max_cell_bytes,
+            names=lambda: names,
+            setting=setting,
+        )
     finally:
         cur.close()
         state.detach()  # from here on a late interrupt cannot reach the next user
+    rows = fetched.rows
     columns = [Column(name, _storage_class(rows, i)) for i, name in enumerate(names)]
-    return RowBatch(columns=columns, rows=rows[:max_rows], more=len(rows) > max_rows)
+    return RowBatch(
+        columns=columns,
+        rows=rows[:max_rows],
+        more=fetched.full or len(rows) > max_rows,
+        nbytes=fetched.nbytes,
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n % (1 << 20) == 0 else f"{n:,} bytes"
 
 
 def _interrupt(handle: object) -> None:
