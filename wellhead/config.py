@@ -32,8 +32,19 @@ class DuckDBSourceConfig(_Strict):
         default_factory=dict,
         description="View name -> allow-listed Parquet/CSV/JSON path or glob (in-memory mode).",
     )
-    threads: int | None = Field(None, ge=1)
-    memory_limit: str | None = None
+    threads: int | None = Field(None, ge=1, description="DuckDB threads; null: min(4, CPUs).")
+    memory_limit: str | None = Field(
+        "1GB", description="DuckDB memory_limit (a query past it fails); null: 80% of RAM."
+    )
+    max_temp_directory_size: str | None = Field(
+        "2GB", description="Disk a query may spill to; null: DuckDB's (90% of free space)."
+    )
+    temp_directory: str | None = Field(
+        None, description="Parent of the private spill directory; null: the system temp dir."
+    )
+    max_cell_bytes: int | None = Field(
+        16 * 1024 * 1024, ge=1024, description="A larger single value is refused; null: no limit."
+    )
 
     @model_validator(mode="after")
     def _path_or_views(self) -> DuckDBSourceConfig:
@@ -45,6 +56,18 @@ class DuckDBSourceConfig(_Strict):
 class SQLiteSourceConfig(_Strict):
     kind: Literal["sqlite"]
     path: str
+    max_length_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="SQLITE_LIMIT_LENGTH: longest string/BLOB built."
+    )
+    max_sql_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="SQLITE_LIMIT_SQL_LENGTH: longest statement text."
+    )
+    heap_limit_bytes: int = Field(
+        512 * 1024 * 1024, ge=0, description="PRAGMA hard_heap_limit (process-wide); 0: none."
+    )
+    max_cell_bytes: int | None = Field(
+        16 * 1024 * 1024, ge=1024, description="A larger single value is refused; null: no limit."
+    )
 
 
 class PoolConfig(_Strict):
