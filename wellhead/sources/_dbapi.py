@@ -65,7 +65,7 @@ def fetch_upto(
     limit: int,
     *,
     max_bytes: int | None = None,
-    max_cell_bytes: int = DEFAULT_MAX_CELL_BYTES,
+    max_cell_bytes: int | None = DEFAULT_MAX_CELL_BYTES,
     names: Callable[[], Sequence[str]] | None = None,
     converters: Sequence[Converter | None] | None = None,
     setting: str = "max_cell_bytes",
@@ -88,7 +88,7 @@ def fetch_upto(
             size = 0
             for index, value in enumerate(row):
                 cell = value_size(value)
-                if cell > max_cell_bytes:
+                if max_cell_bytes is not None and cell > max_cell_bytes:
                     column = names()[index] if names is not None else f"#{index + 1}"
                     raise BudgetExceeded(
                         f"column '{column}' holds a value of about {cell:,} bytes, more than "

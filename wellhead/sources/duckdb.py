@@ -124,7 +124,7 @@ class DuckDBSource(Source):
         memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
         max_temp_directory_size: str | None = DEFAULT_MAX_TEMP_DIRECTORY_SIZE,
         temp_directory: str | None = None,
-        max_cell_bytes: int = DEFAULT_MAX_CELL_BYTES,
+        max_cell_bytes: int | None = DEFAULT_MAX_CELL_BYTES,
         max_concurrency: int = 16,
     ) -> None:
         super().__init__(name)

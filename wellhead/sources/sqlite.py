@@ -136,7 +136,7 @@ class SQLiteSource(Source):
         max_length_bytes: int = DEFAULT_MAX_LENGTH_BYTES,
         max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
         heap_limit_bytes: int = DEFAULT_HEAP_LIMIT_BYTES,
-        max_cell_bytes: int = DEFAULT_MAX_CELL_BYTES,
+        max_cell_bytes: int | None = DEFAULT_MAX_CELL_BYTES,
     ) -> None:
         super().__init__(name)
         self.path = os.path.abspath(os.path.expanduser(path))
@@ -415,7 +415,7 @@ def _execute(
     max_rows: int,
     *,
     max_bytes: int | None = None,
-    max_cell_bytes: int = DEFAULT_MAX_CELL_BYTES,
+    max_cell_bytes: int | None = DEFAULT_MAX_CELL_BYTES,
     setting: str = "max_cell_bytes",
 ) -> RowBatch:
     state.attach(conn)
