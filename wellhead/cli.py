@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
         "--stateless", action="store_true", default=None, help="server.stateless (HTTP)"
     )
     serve.add_argument(
+        "--workers", type=int, help="server.workers: HTTP worker processes (stateless HTTP)"
+    )
+    serve.add_argument(
         "--plugin", action="append", default=[], metavar="MODULE[:ATTR]", help="plugins (repeat)"
     )
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -58,7 +61,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
         settings = demo_settings()
     overrides: dict[str, Any] = {}
-    for flag in ("transport", "host", "port", "stateless"):
+    for flag in ("transport", "host", "port", "stateless", "workers"):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[flag] = value
@@ -72,6 +75,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     from wellhead.observe.logs import configure_logging
 
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.logging.level)
         if args.command == "tools":
             return asyncio.run(print_tools(settings))
-        return serve(settings)
+        return serve(settings, argv)
     except ConfigError as exc:
         print(f"wellhead: {exc}", file=sys.stderr)
         return 2
@@ -116,10 +120,18 @@ async def print_tools(settings: Settings) -> int:
     return 0
 
 
-def serve(settings: Settings) -> int:
-    from wellhead.app import build_runtime, build_server, http_app
+def serve(settings: Settings, argv: list[str] | None = None) -> int:
+    """`argv` is this command line: with `server.workers` > 1 each worker runs it again."""
+    from wellhead import serve as http
 
     transport = settings.server.transport
+    http.check_workers(settings)
+    inherited = http.inherited_socket()  # set when this process is one of several workers
+    if settings.server.workers > 1 and inherited is None:
+        return http.supervise(settings, argv if argv is not None else sys.argv[1:])
+
+    from wellhead.app import build_runtime, build_server, http_app
+
     if transport == "stdio" and sys.stdin.isatty():
         print(
             "wellhead speaks MCP over stdio: an MCP client (Claude Desktop, Cursor, the MCP "
@@ -141,44 +153,24 @@ def serve(settings: Settings) -> int:
             log.info("stopped by signal", extra={"transport": "stdio"})
         return 0
 
-    import uvicorn
-
     server = settings.server
     app = http_app(mcp, settings)
     if not settings.logging.access_log:
         logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    config = uvicorn.Config(
-        app,
-        host=server.host,
-        port=server.port,
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=int(server.shutdown_grace_s),
-    )
+    config = http.uvicorn_config(app, settings)
     path = server.path if transport == "http" else "/sse"
-    log.info(
-        "serving MCP over %s on http://%s:%s%s",
-        transport,
-        server.host,
-        server.port,
-        path,
-        extra={"transport": transport, "stateless": server.stateless},
-    )
-
-    class DrainingServer(uvicorn.Server):
-        """On SIGTERM/SIGINT: report not-ready at once, then uvicorn drains in-flight calls."""
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            runtime.draining = True
-            log.info(
-                "draining: no new connections, finishing in-flight calls", extra={"signal": sig}
-            )
-            super().handle_exit(sig, frame)
-            # A drained shutdown is a clean exit (0), not death by the signal uvicorn would
-            # otherwise raise again once it is done.
-            self._captured_signals.clear()
-
-    DrainingServer(config).run()
+    if inherited is None:
+        log.info(
+            "serving MCP over %s on http://%s:%s%s",
+            transport,
+            server.host,
+            server.port,
+            path,
+            extra={"transport": transport, "stateless": server.stateless},
+        )
+    else:
+        log.info("worker serving", extra={"worker_pid": os.getpid()})
+    http.DrainingServer(config, runtime).run(sockets=[inherited] if inherited else None)
     _exit_past_abandoned_threads()
     return 0
 
