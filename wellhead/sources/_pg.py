@@ -62,8 +62,11 @@ _FIXED_WIDTH = {
 }
 """Estimated size of one value of a type whose values cannot be large (no per-cell scan)."""
 _NULL = 4
-FIRST_CHUNK_WIDE = 8
+FIRST_CHUNK_WIDE = 16
 """Rows fetched first when a column can hold big values: the size of these decides the rest."""
+GROWTH = 8
+"""A later chunk holds at most this many times the rows seen so far: an estimate from a few
+short first rows cannot pull in a whole page of long ones."""
 
 
 def setting_literal(key: str, value: str | None) -> str | None:
@@ -96,6 +99,13 @@ async def cached_statement(conn: asyncpg.Connection, sql: str) -> PreparedStatem
     raw = getattr(conn, "_con", None) or conn  # a pool proxy: bind to the real connection,
     state = await raw._get_statement(sql, None, named=True)  # whose life outlasts the proxy
     return PreparedStatement(raw, sql, state)
+
+
+def drop_statement_cache(conn: asyncpg.Connection) -> None:
+    """Forget cached statements on every pooled connection, as asyncpg does itself on
+    `InvalidCachedStatementError` outside a transaction (a table changed shape)."""
+    raw = getattr(conn, "_con", None) or conn
+    raw._drop_global_statement_cache()
 
 
 def row_cost(attributes: Sequence[Any]) -> tuple[int, list[int]]:
@@ -132,7 +142,8 @@ class RowReader:
     Why chunks: asyncpg decodes a whole Execute reply before returning it, so the chunk size
     is the memory bound. Without `max_bytes` and with only narrow columns, the first chunk is
     the whole page (one round trip). Otherwise the first chunk is small when a column can be
-    wide, and each later one is sized from the rows seen so far to land near the budget.
+    wide (16 rows), and each later one is sized from the rows seen so far to land near the
+    budget, growing at most eightfold per round trip.
     """
 
     def __init__(
@@ -181,7 +192,7 @@ class RowReader:
         if first:
             return min(need, FIRST_CHUNK_WIDE) if self._measured else self._fit(need, 0)
         per_row = max(1, math.ceil(self.bytes / max(have, 1)))
-        return self._fit(need, per_row)
+        return min(self._fit(need, per_row), max(1, have * GROWTH))
 
     def _fit(self, need: int, per_row: int) -> int:
         """Rows that should fit the rest of the budget, plus one to step past it."""

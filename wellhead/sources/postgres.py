@@ -28,7 +28,7 @@ import logging
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import anyio
@@ -49,6 +49,7 @@ from wellhead.sources._pg import (
     RowReader,
     begin_sql,
     cached_statement,
+    drop_statement_cache,
     init_connection,
     parse_iso_duration,
     setting_literal,
@@ -63,6 +64,9 @@ from wellhead.sources.base import (
     TableInfo,
     Value,
 )
+
+if TYPE_CHECKING:
+    from wellhead.config import PostgresSourceConfig
 
 log = logging.getLogger("wellhead.sources.postgres")
 
@@ -345,6 +349,25 @@ class PostgresSource(Source):
         self._allow_privileged_role = allow_privileged_role
         self._pool: asyncpg.Pool | None = None
         self._schemas: list[str] = []
+
+    @classmethod
+    def from_config(
+        cls, name: str, config: PostgresSourceConfig, *, query_timeout_s: float
+    ) -> PostgresSource:
+        """Every key of a `kind: postgres` config entry, none left behind."""
+        return cls(
+            name,
+            dsn=config.dsn,
+            schemas=config.schemas,
+            pool_min=config.pool.min_size,
+            pool_max=config.pool.max_size,
+            acquire_timeout=config.pool.acquire_timeout_s,
+            statement_timeout_ms=int(query_timeout_s * 1000) + 1000,
+            allow_privileged_role=config.allow_privileged_role,
+            work_mem=config.work_mem,
+            temp_file_limit=config.temp_file_limit,
+            max_cell_bytes=config.max_cell_bytes,
+        )
 
     def __repr__(self) -> str:
         return f"PostgresSource({self.name!r}, dsn={redact_dsn(self._dsn)!r})"
@@ -706,6 +729,7 @@ class PostgresSource(Source):
                     raise QueryFailed(
                         "the statement's tables changed while it ran; run it again"
                     ) from None
+                drop_statement_cache(conn)
                 await conn.execute("ROLLBACK")
         raise AssertionError("unreachable")
 
@@ -785,7 +809,7 @@ class PostgresSource(Source):
             raise SourceUnavailable(
                 f"lost the connection to postgres source {self.name!r}: {detail}"
             ) from None
-        return RowBatch(columns=columns, rows=rows, more=more)
+        return RowBatch(columns=columns, rows=rows, more=more, nbytes=reader.bytes)
 
     # ---------------------------------------------------------------- pool plumbing
 
