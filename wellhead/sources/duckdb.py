@@ -288,7 +288,7 @@ class DuckDBSource(Source):
                     raise duckdb.InterruptException("interrupted before start")
                 args = list(params) if params else None
                 plan = _exact_plan(cur, sql, args) if exact and kind == "SELECT" else None
-                if plan is not None and max_rows > 0:
+                if plan is not None:
                     cur.execute(plan.sql, args)
                     columns = plan.columns
                     converters: list[Converter | None] | None = plan.converters
