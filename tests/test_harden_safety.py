@@ -12,10 +12,11 @@ import anyio
 import duckdb
 import pytest
 import yaml
+from sqlglot import exp
 
 from tests.helpers import service_env
 from wellhead.errors import UnsafeSQL
-from wellhead.sql.safety import check_read_only
+from wellhead.sql.safety import MAX_NESTING, check_read_only
 
 # --------------------------------------------------------------------------- volatile
 
@@ -252,3 +253,158 @@ def test_introspection_corpus_on_postgres() -> None:
     syntax, failed, leaked = anyio.run(run)
     assert syntax == [] and failed == []
     assert leaked >= 1
+
+
+# --------------------------------------------------------------------------- nesting
+
+N = MAX_NESTING
+
+
+def _parens(n: int) -> str:
+    return "SELECT " + "(" * n + "1" + ")" * n + " AS x"
+
+
+def _cases(n: int) -> str:
+    s = "1"
+    for _ in range(n):
+        s = f"CASE WHEN order_id > 0 THEN {s} ELSE 0 END"
+    return f"SELECT {s} AS x FROM orders"
+
+
+def _funcs(n: int) -> str:
+    return "SELECT " + "abs(" * n + "order_id" + ")" * n + " AS x FROM orders"
+
+
+def _subqueries(n: int) -> str:
+    s = "SELECT order_id FROM orders"
+    for i in range(n):
+        s = f"SELECT order_id FROM ({s}) AS q{i}"
+    return s
+
+
+def _nots(n: int) -> str:
+    return "SELECT order_id FROM orders WHERE " + "NOT " * n + "order_id IS NULL"
+
+
+def _casts(n: int) -> str:
+    return "SELECT order_id" + "::bigint" * n + " AS x FROM orders"
+
+
+def _mixed(n: int) -> str:
+    s = "order_id"
+    for i in range(n):
+        s = [f"({s})", f"abs({s})", f"CASE WHEN true THEN {s} END", f"coalesce({s}, 0)"][i % 4]
+    return f"SELECT {s} AS x FROM orders"
+
+
+TOO_DEEP = [
+    _parens(45),  # the issue's reproductions
+    _cases(60),
+    _parens(N + 1),
+    _cases(N + 1),
+    _funcs(N + 1),
+    _funcs(200),
+    _mixed(N + 1),
+    _nots(N + 1),
+    _nots(500),
+    "SELECT " + "- " * 600 + "1 AS x",
+    _casts(120),
+    "SELECT [1]" + "[1]" * 120 + " AS x",
+    _subqueries(45),
+    "SELECT 1 AS x WHERE " + "EXISTS (SELECT 1 WHERE " * 40 + "true" + ")" * 40,
+    "SELECT " + " ".join(f"{i} {'+-'[i % 2]}" for i in range(3000)) + " 1 AS x",
+]
+
+NEAR_MISS = [
+    _parens(N),
+    _cases(N),
+    _funcs(N),
+    _mixed(N),
+    _nots(N),
+    _subqueries(N - 2),
+    _casts(90),
+    "SELECT order_id FROM orders WHERE " + " AND ".join(["order_id > 0"] * 900),
+    "SELECT order_id FROM orders WHERE " + " OR ".join(["order_id = 1 AND order_id > 0"] * 400),
+    "SELECT order_id FROM orders WHERE order_id IN (" + ", ".join(map(str, range(5000))) + ")",
+    " UNION ALL ".join(["SELECT order_id FROM orders"] * 300),
+    "SELECT " + " + ".join(["order_id"] * 300) + " AS x FROM orders",
+]
+
+
+def _at_depth(frames: int, fn: Any) -> Any:
+    """Call fn with about `frames` extra frames on the stack, like a deep server call chain."""
+    if frames <= 0:
+        return fn()
+    return _at_depth(frames - 1, fn)
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres", "sqlite"])
+@pytest.mark.parametrize("sql", TOO_DEEP, ids=[f"deep-{i}" for i in range(len(TOO_DEEP))])
+def test_too_deep_is_refused_clearly(dialect: str, sql: str) -> None:
+    if dialect == "sqlite" and "[" in sql:
+        sql = "SELECT " + "abs(" * 300 + "1" + ")" * 300 + " AS x"  # no arrays in SQLite
+    for frames in (0, 300):  # also when sqlglot itself runs out of stack
+        with pytest.raises(UnsafeSQL, match=r"statement is too deeply nested \(more than \d+ "):
+            _at_depth(frames, lambda: check_read_only(sql, dialect))
+
+
+def _page_sql(checked: Any, dialect: str) -> str:
+    """What the paging layer does with a checked tree: wrap it and generate SQL."""
+    wrapped = exp.select("*").from_(checked.tree.copy().subquery("page")).limit(11).offset(10)
+    return wrapped.sql(dialect=dialect)
+
+
+@pytest.mark.parametrize("sql", NEAR_MISS, ids=[f"near-{i}" for i in range(len(NEAR_MISS))])
+def test_near_misses_pass_and_survive_generation(duck: Any, lite: Any, sql: str) -> None:
+    # 150 frames of headroom used up by the caller, as in a deep server call chain
+    checked = _at_depth(150, lambda: check_read_only(sql, "duckdb"))
+    paged = _at_depth(150, lambda: _page_sql(checked, "duckdb"))
+    duck.execute(paged).fetchall()
+    duck.execute(checked.sql).fetchall()
+    if "::" not in sql:
+        lite_checked = check_read_only(sql, "sqlite")
+        try:
+            lite.execute(_page_sql(lite_checked, "sqlite")).fetchall()
+        except sqlite3.OperationalError as err:  # SQLite's own, smaller parser bound
+            assert "parser stack overflow" in str(err)
+
+
+@pytest.mark.postgres
+def test_near_misses_run_on_postgres() -> None:
+    dsn = service_env("WELLHEAD_TEST_PG_DSN", "PostgreSQL", ".ci/postgres.sh")
+    asyncpg = pytest.importorskip("asyncpg")
+
+    async def run() -> list[Any]:
+        con = await asyncpg.connect(dsn)
+        failed = []
+        try:
+            await con.execute("SET default_transaction_read_only = off")
+            await con.execute("CREATE TEMP TABLE orders AS SELECT 1::bigint AS order_id")
+            for sql in NEAR_MISS:
+                checked = check_read_only(sql, "postgres")
+                try:
+                    await con.fetch(_page_sql(checked, "postgres"))
+                except asyncpg.PostgresError as err:
+                    failed.append((sql[:80], str(err)))
+        finally:
+            await con.close()
+        return failed
+
+    assert anyio.run(run) == []
+
+
+@pytest.fixture(scope="module")
+def duck() -> Any:
+    con = duckdb.connect(":memory:")
+    con.execute("CREATE TABLE orders AS SELECT range AS order_id FROM range(3)")
+    yield con
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def lite() -> Any:
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE orders (order_id INTEGER)")
+    con.execute("INSERT INTO orders VALUES (1), (2)")
+    yield con
+    con.close()

@@ -39,6 +39,7 @@ import functools
 import re
 import threading
 import unicodedata
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -51,6 +52,22 @@ from sqlglot.tokens import Token, TokenType
 from wellhead.errors import InvalidRequest, UnsafeSQL
 
 DIALECTS = ("duckdb", "sqlite", "postgres")
+
+MAX_NESTING = 24
+"""Most levels of parentheses, brackets, CASE and prefix operators (NOT, -) one statement may
+nest, counted on tokens before parsing. sqlglot's parser recurses about 25 Python frames per
+level (a nested function call; 19 for CASE, 10 for NOT): 24 levels need about 620 of the
+interpreter's 1000, which leaves room for a deep server call stack; a deeper statement would
+die as a RecursionError inside sqlglot. Real queries nest a handful of levels."""
+
+MAX_TREE_DEPTH = 100
+"""Most levels of the parsed tree. It bounds what nesting the tokens do not show (chains of
+casts `a::int::int...`, subscripts `a[1][1]...`, alternating `1 + 2 - 3 + ...`; 24 nested
+subqueries are ~75 levels) and keeps SQL generation (`tree.sql()`, up to ~5 frames per level,
+used by the paging layer) within about 500 frames. Chains sqlglot generates in a loop (one
+operator repeated, AND/OR, UNION/EXCEPT) do not count."""
+
+_TOO_DEEP = "statement is too deeply nested (more than {n} levels{what}); simplify it"
 
 # --------------------------------------------------------------------------- reasons
 
@@ -725,7 +742,16 @@ def check_read_only(
     paths stay refused whatever it says: they can hold secrets.
 
     Thread-safe: no shared mutable state except DuckDB's own parser, used under a lock.
+    A RecursionError anywhere in the check (sqlglot recurses) becomes the "too deeply
+    nested" refusal, never an internal error.
     """
+    try:
+        return _check_read_only(sql, dialect, allow_introspection)
+    except RecursionError:
+        raise UnsafeSQL(_TOO_DEEP.format(n=MAX_NESTING, what="")) from None
+
+
+def _check_read_only(sql: str, dialect: str, allow_introspection: bool) -> CheckedStatement:
     if dialect not in DIALECTS:
         raise InvalidRequest(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
     if not isinstance(sql, str) or not sql.strip():
@@ -736,6 +762,7 @@ def check_read_only(
     _refuse_odd_characters(sql, tokens)
     _refuse_unicode_identifiers(tokens)
     tokens = _single_statement(tokens)
+    _check_nesting(tokens)
     text = sql[: tokens[-1].end + 1]
     rules = _RULES[(dialect, bool(allow_introspection))]
     checked = _check_tokens(text, tokens, rules, nested=False)
@@ -911,6 +938,29 @@ def _single_statement(tokens: list[Token]) -> list[Token]:
     if segments[0] == [] or semis > 1:
         raise UnsafeSQL("only one statement per call; remove the extra ';'")
     return statements[0]
+
+
+_OPENERS = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE, TokenType.CASE})
+_CLOSERS = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE, TokenType.END})
+_PREFIX_OPS = frozenset({TokenType.NOT, TokenType.DASH, TokenType.PLUS, TokenType.TILDE})
+
+
+def _check_nesting(tokens: list[Token]) -> None:
+    """Refuse more than MAX_NESTING levels before sqlglot recurses into them. A level is an
+    open bracket or CASE, or one operator of a run of prefix operators (`NOT NOT NOT a`)."""
+    depth = run = 0
+    for tok in tokens:
+        kind = tok.token_type
+        if kind in _PREFIX_OPS:
+            run += 1
+        else:
+            run = 0
+            if kind in _OPENERS:
+                depth += 1
+            elif kind in _CLOSERS and depth:
+                depth -= 1
+        if depth + run > MAX_NESTING:
+            raise UnsafeSQL(_TOO_DEEP.format(n=MAX_NESTING, what=""))
 
 
 def _first_words(tokens: list[Token], n: int = 2) -> list[str]:
@@ -1096,7 +1146,17 @@ def _walk(tree: exp.Expression, rules: _Rules) -> bool:
     """Refuse any node that is not a read; return whether the statement is volatile."""
     deny = rules.deny
     volatile = False
-    for node in tree.walk():
+    queue: deque[tuple[exp.Expr, int]] = deque([(tree, 1)])
+    while queue:
+        node, depth = queue.popleft()
+        if depth > MAX_TREE_DEPTH:
+            raise UnsafeSQL(
+                _TOO_DEEP.format(
+                    n=MAX_TREE_DEPTH,
+                    what=" in its expression tree, e.g. a long chain of casts or subscripts",
+                )
+            )
+        queue.extend((child, depth + _level(node, child)) for child in node.iter_expressions())
         if not volatile:
             volatile = _is_volatile(node)
         if node is not tree and isinstance(node, (exp.Describe, exp.Show, exp.Summarize)):
@@ -1128,6 +1188,22 @@ def _walk(tree: exp.Expression, rules: _Rules) -> bool:
         if isinstance(node, exp.LimitOptions) and node.args.get("percent"):
             _check_percent(node)
     return volatile
+
+
+def _level(parent: exp.Expr, child: exp.Expr) -> int:
+    """0 when sqlglot generates the child in the same loop as the parent, not by recursion:
+    a chain of one binary operator (`a + b + c`), of AND/OR, of UNION/EXCEPT/INTERSECT."""
+    if isinstance(child, exp.Connector) and isinstance(parent, exp.Connector):
+        return 0
+    if isinstance(child, exp.SetOperation) and isinstance(parent, exp.SetOperation):
+        return 0
+    if (
+        isinstance(parent, exp.Binary)
+        and type(child) is type(parent)
+        and child.args.get("negate") == parent.args.get("negate")
+    ):
+        return 0
+    return 1
 
 
 def _is_volatile(node: exp.Expr) -> bool:
