@@ -118,6 +118,19 @@ class LimitsConfig(_Strict):
         2.0, ge=0, description="Time spent counting total rows on a first page; 0 disables."
     )
     sample_rows: int = Field(3, ge=0, le=20)
+    max_sql_bytes: int = Field(
+        131_072,
+        ge=64,
+        description="Largest SQL text (UTF-8 bytes) a call may send; more is refused.",
+    )
+    max_pattern_chars: int = Field(
+        256, ge=1, description="Longest `pattern` list_tables accepts; longer is refused."
+    )
+    max_logged_argument_bytes: int = Field(
+        4_096,
+        ge=64,
+        description="Argument values in log lines are cut to this size with an explicit marker.",
+    )
     per_tool: dict[str, ToolLimit] = Field(
         default_factory=dict, description="Deadline and output budget overrides by tool name."
     )
@@ -142,6 +155,17 @@ class ServerConfig(_Strict):
     allowed_origins: list[str] = Field(default_factory=list)
     mask_error_details: bool = True
     shutdown_grace_s: float = Field(10.0, ge=0)
+    workers: int = Field(1, ge=1, description="HTTP worker processes.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send the request headers."
+    )
+    max_connections: int = Field(
+        1_000, ge=1, description="Concurrent HTTP connections; more are refused with 503."
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle keep-alive connection lifetime.")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Time a client has to send a request body after its headers."
+    )
 
 
 class CursorConfig(_Strict):
