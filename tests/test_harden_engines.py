@@ -574,3 +574,45 @@ def test_decimal_helper_round_trip():
     value = _from_json('{"d": 0.1000000000000000055511151231257827}')
     assert value == {"d": decimal.Decimal("0.1000000000000000055511151231257827")}
     assert to_json_value(value) == {"d": "0.1000000000000000055511151231257827"}
+
+
+async def test_from_config_carries_every_memory_key(duck_file: Path, lite_file: Path):
+    from wellhead.config import DuckDBSourceConfig, SQLiteSourceConfig
+
+    duck = DuckDBSource.from_config(
+        "d",
+        DuckDBSourceConfig(
+            kind="duckdb",
+            path=str(duck_file),
+            threads=1,
+            memory_limit="200MB",
+            max_temp_directory_size="10MB",
+            max_cell_bytes=4096,
+        ),
+    )
+    await duck.start()
+    try:
+        batch = await duck.fetch(
+            "SELECT current_setting('threads'), current_setting('memory_limit')",
+            (),
+            max_rows=1,
+            timeout=5,
+        )
+        with pytest.raises(BudgetExceeded, match="4,096-byte limit"):
+            await duck.fetch("SELECT repeat('x', 5000) AS s", (), max_rows=1, timeout=5)
+    finally:
+        await duck.close()
+    assert batch.rows[0][0] == 1 and batch.rows[0][1] in ("190.7 MiB", "200.0 MB")
+    defaults = DuckDBSourceConfig(kind="duckdb", path=str(duck_file))
+    assert (defaults.memory_limit, defaults.max_temp_directory_size) == ("1GB", "2GB")
+
+    lite = SQLiteSource.from_config(
+        "s",
+        SQLiteSourceConfig(kind="sqlite", path=str(lite_file), max_length_bytes=2048),
+    )
+    await lite.start()
+    try:
+        with pytest.raises(QueryFailed, match="2,048 bytes length limit"):
+            await lite.fetch("SELECT zeroblob(4096)", (), max_rows=1, timeout=5)
+    finally:
+        await lite.close()

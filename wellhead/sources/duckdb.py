@@ -45,6 +45,7 @@ from typing import Any
 import anyio
 import duckdb
 
+from wellhead.config import DuckDBSourceConfig
 from wellhead.errors import (
     ConfigError,
     InvalidRequest,
@@ -146,6 +147,20 @@ class DuckDBSource(Source):
         self._tmpdir: str | None = None
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._active: set[Interruptible] = set()
+
+    @classmethod
+    def from_config(cls, name: str, config: DuckDBSourceConfig) -> DuckDBSource:
+        """Every key of `sources.<name>` with kind: duckdb, so new keys need one place."""
+        return cls(
+            name,
+            path=config.path,
+            views=config.views or None,
+            threads=config.threads,
+            memory_limit=config.memory_limit,
+            max_temp_directory_size=config.max_temp_directory_size,
+            temp_directory=config.temp_directory,
+            max_cell_bytes=config.max_cell_bytes,
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 

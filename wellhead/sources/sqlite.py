@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from wellhead.config import SQLiteSourceConfig
 from wellhead.errors import (
     InvalidRequest,
     PoolExhausted,
@@ -153,6 +154,18 @@ class SQLiteSource(Source):
         self._open = False
         self._active: set[Interruptible] = set()
         self._connections = 0
+
+    @classmethod
+    def from_config(cls, name: str, config: SQLiteSourceConfig) -> SQLiteSource:
+        """Every key of `sources.<name>` with kind: sqlite, so new keys need one place."""
+        return cls(
+            name,
+            path=config.path,
+            max_length_bytes=config.max_length_bytes,
+            max_sql_bytes=config.max_sql_bytes,
+            heap_limit_bytes=config.heap_limit_bytes,
+            max_cell_bytes=config.max_cell_bytes,
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 
