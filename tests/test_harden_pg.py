@@ -508,3 +508,39 @@ async def test_a_table_changing_shape_under_a_cached_statement_is_re_prepared(
             assert (await source.fetch(sql, [], max_rows=5, timeout=5)).rows == [(1, "new")]
     finally:
         await admin.execute(f"DROP TABLE {table}")
+
+
+async def test_what_a_call_sets_for_the_session_ends_with_its_transaction(admin_dsn: str) -> None:
+    """The cheap end-of-call reset relies on ROLLBACK reverting session-level settings, role
+    and session authorization included; a superuser (allowed by flag) tries all three."""
+    src = PostgresSource(
+        _name(), dsn=admin_dsn, allow_privileged_role=True, schemas=["sales"], pool_max=1
+    )
+    await src.start()
+    try:
+        before = await src.fetch(
+            "SELECT pg_backend_pid(), current_user, session_user", [], max_rows=1, timeout=5
+        )
+        for sql in [
+            "SELECT set_config('role', 'wellhead_ro', false)",
+            "SELECT set_config('session_authorization', 'wellhead_ro', false)",
+            "SELECT set_config('work_mem', '9MB', false), "
+            "set_config('search_path', 'sales', false)",
+            "SELECT pg_advisory_lock(77)",
+        ]:
+            await src.fetch(sql, [], max_rows=1, timeout=5)
+        after = await src.fetch(
+            "SELECT pg_backend_pid(), current_user, session_user", [], max_rows=1, timeout=5
+        )
+        assert after.rows == before.rows  # same backend, same identity
+        state = await src.fetch(
+            "SELECT current_setting('work_mem'), current_setting('search_path'), "
+            "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND pid = pg_backend_pid())",
+            [],
+            max_rows=1,
+            timeout=5,
+        )
+        assert state.rows == [("64MB", '"$user", public', 0)]
+    finally:
+        await src.close()

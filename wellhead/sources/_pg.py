@@ -37,9 +37,31 @@ table, sequence state or SQL-prepared statement survives into the next caller's 
 asyncpg's own protocol-level statements (and their plans) stay for reuse. One round trip."""
 
 ROLLBACK_AND_RESET_SQL = "ROLLBACK; " + RESET_SQL
-"""Ends the call's read-only transaction (committed, aborted or cancelled) and resets, in the
-same round trip. A ROLLBACK followed by more statements in one simple query is allowed: the
-rest run in their own implicit transaction."""
+"""The full reset for a connection handed back in a transaction by code other than ours."""
+
+END_CALL_SQL = (
+    "ROLLBACK; SELECT pg_advisory_unlock_all(); SELECT 1 FROM pg_prepared_statements WHERE from_sql"
+)
+"""What is left to undo after one of our calls, in the round trip that ends its transaction.
+
+Our calls run every statement inside a read-only transaction that is always rolled back, and
+a ROLLBACK already reverts session-level `SET`/`set_config(..., false)` (role and session
+authorization included), drops cursors (WITH HOLD too) and temporary tables, and cancels a
+`LISTEN`, none of which take effect before commit; a statement cannot commit half-way (a bare
+COMMIT is the whole statement and is refused afterwards). Only two things outlive a
+rollback: session advisory locks (released here) and SQL `PREPARE`d statements, which the
+last statement counts in its status tag (`SELECT n`) so the DEALLOCATE below runs only when
+there are some. About 85 us of server time instead of about 235 us for `RESET_SQL`."""
+
+DEALLOCATE_SQL = RESET_SQL[RESET_SQL.index("DO $wh$") :]
+"""Deallocates every statement made by SQL `PREPARE`, keeping protocol-level ones."""
+
+
+async def end_call(conn: asyncpg.Connection) -> None:
+    """End one of our calls: roll back and undo what survives a rollback (see END_CALL_SQL)."""
+    if await conn.execute(END_CALL_SQL) != "SELECT 0":
+        await conn.execute(DEALLOCATE_SQL)
+
 
 _SIZE = re.compile(r"^\s*(\d{1,12})\s*(B|kB|MB|GB|TB)?\s*$")
 _FIXED_WIDTH = {

@@ -12,9 +12,11 @@ Why each piece is here:
   does not get idle in time is terminated from a control connection and its slot is freed only
   once it is gone, so no query keeps running and the pool never holds more than `pool_max`
   backends (before, a re-cancelled clean-up dropped the socket and left the backend running);
-- each connection is reset before reuse in the same round trip as the ROLLBACK (`_pg.RESET_SQL`:
-  no SET, temp table, SQL-prepared statement, cursor, LISTEN or advisory lock leaks), keeping
-  asyncpg's prepared statements, so a repeated statement costs no Parse round trip;
+- each connection is cleaned before reuse in the same round trip as the ROLLBACK
+  (`_pg.END_CALL_SQL`: the rollback undoes SET, role, cursors, temp tables and LISTEN; advisory
+  locks and SQL-prepared statements are removed explicitly), keeping asyncpg's prepared
+  statements, so a repeated statement costs no Parse round trip; a connection taken from the
+  pool by other code gets the full `_pg.RESET_SQL`;
 - `start()` refuses a role that could write, unless told otherwise, and says which grants to use.
 """
 
@@ -50,6 +52,7 @@ from wellhead.sources._pg import (
     begin_sql,
     cached_statement,
     drop_statement_cache,
+    end_call,
     init_connection,
     parse_iso_duration,
     setting_literal,
@@ -868,7 +871,7 @@ class PostgresSource(Source):
                 raise ConnectionError("pool closed or connection lost")
             async with asyncio.timeout(_SETTLE_TIMEOUT):
                 # asyncpg first waits until a cancelled command is acknowledged by the server.
-                await conn.execute(ROLLBACK_AND_RESET_SQL)
+                await end_call(conn)
         except (Exception, asyncio.CancelledError) as exc:
             await self._kill(conn, pid, exc)
             return
