@@ -49,10 +49,10 @@ _CACHE_ENTRIES = 512
 _CACHE_MAX_SQL_BYTES = 16_384
 """Longer statements are compiled every time: the cache stays small (at most ~8 MiB)."""
 _DEFAULT_MAX_SQL_BYTES = 131_072
-_RESULT_FIXED_BYTES = 160
-"""The keys and scalars of a result (source, row_count, offset, total_rows, truncated...)."""
-_NOTE_BYTES = 400
-"""Room for the one-line note; notes are shorter than this."""
+_NOTE_BYTES = 320
+"""Room for the one-line note of a page with more; those notes are shorter than this."""
+_LAST_NOTE_BYTES = 64
+"""`Last page: rows 1001-1200.`"""
 NOT_FOUND = (
     "cursor not found: it has expired, or it belongs to another caller (cursors and stored "
     "results only work for the caller and session that made them); run the query again"
@@ -354,10 +354,21 @@ class QueryExecutor:
             sql = compiled.first.render(0, max_rows + 1)
             batch = await self._fetch(source, sql, values, max_rows, deadline, max_bytes=budget)
             names = [c.name for c in batch.columns]
-            kept = await self._convert(batch.rows, budget, batch.columns, names, cursor_bytes=0)
+            kept = await self._convert(
+                batch.rows, budget, batch.columns, names, cursor_bytes=0, source=request.source
+            )
             if not batch.more and len(kept) == len(batch.rows):
                 return Page(request.source, batch.columns, kept, 0, len(kept), None, None)
             if compiled.volatile:
+                kept = await self._convert(
+                    batch.rows,
+                    budget,
+                    batch.columns,
+                    names,
+                    cursor_bytes=0,
+                    source=request.source,
+                    note_bytes=len(_VOLATILE_NOTE.encode()) + 8,
+                )
                 return Page(
                     request.source, batch.columns, kept, 0, None, None, _VOLATILE_NOTE, more=True
                 )
@@ -389,7 +400,15 @@ class QueryExecutor:
         offset = request.offset
         names = [c.name for c in columns]
         if not engine_more:  # perhaps the last page: it needs no room for a cursor
-            kept = await self._convert(rows, budget, columns, names, cursor_bytes=0)
+            kept = await self._convert(
+                rows,
+                budget,
+                columns,
+                names,
+                cursor_bytes=0,
+                source=request.source,
+                note_bytes=_LAST_NOTE_BYTES if offset else 0,
+            )
             if len(kept) == len(rows):
                 known = request.total if request.total is not None else offset + len(kept)
                 note = _note(offset, len(kept), known, False, False, max_rows)
@@ -406,7 +425,15 @@ class QueryExecutor:
             types,
         )
         cursor_bytes = len(self.codec.encode(widest)) + _CURSOR_KEY_BYTES
-        kept = await self._convert(rows, budget, columns, names, cursor_bytes=cursor_bytes)
+        kept = await self._convert(
+            rows,
+            budget,
+            columns,
+            names,
+            cursor_bytes=cursor_bytes,
+            source=request.source,
+            note_bytes=_NOTE_BYTES,
+        )
         more = engine_more or len(kept) < len(rows)
 
         total: int | None = request.total
@@ -448,13 +475,32 @@ class QueryExecutor:
         names: list[str],
         *,
         cursor_bytes: int,
+        source: str = "",
+        note_bytes: int = 0,
     ) -> list[list[Any]]:
         """The longest prefix of rows, as JSON values, that fits the budget with the rest of
-        the result (columns, note, cursor). Converting a big page is CPU work: off the loop."""
-        meta = _RESULT_FIXED_BYTES + _NOTE_BYTES + cursor_bytes
-        meta += encoding.encoded_size([[c.name, c.type] for c in columns])
+        the result: its keys, columns, note and cursor, measured rather than guessed, so a
+        result that fits is returned. Converting a big page is CPU work: off the loop."""
+        shell = {
+            "source": source,
+            "columns": [[c.name, c.type] for c in columns],
+            "rows": [],
+            "row_count": 10**6,
+            "offset": 10**12,
+            "total_rows": 10**12,
+            "truncated": False,
+            "next_cursor": None,
+            "note": None,
+        }
+        meta = encoding.encoded_size(shell) + note_bytes + cursor_bytes
         room = budget - meta
         if room < _MIN_ROW_ROOM:
+            if not cursor_bytes:
+                raise BudgetExceeded(
+                    f"the result's {len(columns)} column names and types alone take {meta:,} "
+                    f"bytes, too many for budget_bytes={budget:,}; select fewer columns or "
+                    f"raise budget_bytes (at most {self.limits.max_result_budget_bytes:,})"
+                )
             raise BudgetExceeded(
                 f"this result needs more than one page, and the cursor that continues it is "
                 f"{cursor_bytes:,} bytes (it carries the SQL and its parameters), which leaves "
