@@ -1171,12 +1171,17 @@ def _check_explain(text: str, tokens: list[Token], rules: _Rules) -> CheckedStat
 
 
 def _walk(tree: exp.Expression, rules: _Rules) -> bool:
-    """Refuse any node that is not a read; return whether the statement is volatile."""
-    deny = rules.deny
+    """Refuse any node that is not a read; return whether the statement is volatile.
+
+    One breadth-first pass that also measures the tree's depth. Most nodes of a big
+    statement are literals, columns and operators that need no check: a per-class flag
+    (`_class_flags`) lets them through with one dict lookup.
+    """
     volatile = False
     queue: deque[tuple[exp.Expr, int]] = deque([(tree, 1)])
+    pop, push = queue.popleft, queue.append
     while queue:
-        node, depth = queue.popleft()
+        node, depth = pop()
         if depth > MAX_TREE_DEPTH:
             raise UnsafeSQL(
                 _TOO_DEEP.format(
@@ -1184,54 +1189,114 @@ def _walk(tree: exp.Expression, rules: _Rules) -> bool:
                     what=" in its expression tree, e.g. a long chain of casts or subscripts",
                 )
             )
-        queue.extend((child, depth + _level(node, child)) for child in node.iter_expressions())
-        if not volatile:
-            volatile = _is_volatile(node)
-        if node is not tree and isinstance(node, (exp.Describe, exp.Show, exp.Summarize)):
-            raise UnsafeSQL(f"{node.key.upper()} is only allowed as the whole statement")
-        if isinstance(node, _WRITE_NODES) and not (node is tree and _is_read_root(node)):
-            name = _node_name(node)
-            why = _STATEMENT_REASONS.get(name, _MODIFIES)
-            raise UnsafeSQL(f"{name} is not allowed: {why}")
-        if isinstance(node, exp.Select):
-            if node.args.get("into"):
-                raise UnsafeSQL("SELECT ... INTO is not allowed: it creates a table")
-            if node.args.get("locks"):
-                raise UnsafeSQL(
-                    "locking clauses (FOR UPDATE / FOR SHARE) are not allowed: " + LOCKS
-                )
-        if isinstance(node, exp.Into):
-            raise UnsafeSQL("SELECT ... INTO is not allowed: it creates a table")
-        if isinstance(node, exp.Lock):
-            raise UnsafeSQL("locking clauses (FOR UPDATE / FOR SHARE) are not allowed: " + LOCKS)
-        if isinstance(node, exp.Func):
-            for fname in _function_names(node):
-                denied = deny.reason(fname)
-                if denied:
-                    raise UnsafeSQL(_function_message(fname, denied))
-            if rules.dialect == "postgres" and not rules.introspection:
-                _check_current_setting(node)
-        if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
-            _check_table_name(node, rules)
-        if isinstance(node, exp.LimitOptions) and node.args.get("percent"):
-            _check_percent(node)
+        cls = type(node)
+        if cls is exp.Literal:
+            if not volatile and node.is_string:
+                # 'now' / 'today' as a value: PostgreSQL casts ('now'::timestamp), SQLite
+                # date functions (date('now'), strftime('%s', 'now')).
+                volatile = node.name.strip().lower() in _CLOCK_WORDS
+            continue
+        flags = _class_flags(cls)
+        for child in node.iter_expressions():
+            push((child, depth + _level(node, flags, child)))
+        if flags & _CHECK:
+            volatile = _check_node(node, tree, rules) or volatile
     return volatile
 
 
-def _level(parent: exp.Expr, child: exp.Expr) -> int:
+_CHECK, _BINARY, _CONNECTOR, _SETOP = 1, 2, 4, 8
+_CHECKED_TYPES: tuple[type, ...] = (
+    *_WRITE_NODES,
+    exp.Describe,
+    exp.Show,
+    exp.Summarize,
+    exp.Select,
+    exp.Into,
+    exp.Lock,
+    exp.Func,
+    exp.Table,
+    exp.LimitOptions,
+    *_VOLATILE_NODES,
+)
+
+
+def _flags_of(cls: type) -> int:
+    flags = _CHECK if issubclass(cls, _CHECKED_TYPES) else 0
+    if issubclass(cls, exp.Binary):
+        flags |= _BINARY
+    if issubclass(cls, exp.Connector):
+        flags |= _CONNECTOR
+    if issubclass(cls, exp.SetOperation):
+        flags |= _SETOP
+    return flags
+
+
+def _all_node_classes() -> list[type]:
+    seen: list[type] = []
+    todo: list[type] = [exp.Expr]
+    while todo:
+        cls = todo.pop()
+        seen.append(cls)
+        todo.extend(cls.__subclasses__())
+    return seen
+
+
+# What each node class needs from the walk, computed once at import (never mutated, so
+# threads share it freely); a class defined later is computed on the fly.
+_CLASS_FLAGS: Mapping[type, int] = {cls: _flags_of(cls) for cls in _all_node_classes()}
+
+
+def _class_flags(cls: type) -> int:
+    flags = _CLASS_FLAGS.get(cls)
+    return _flags_of(cls) if flags is None else flags
+
+
+def _level(parent: exp.Expr, flags: int, child: exp.Expr) -> int:
     """0 when sqlglot generates the child in the same loop as the parent, not by recursion:
     a chain of one binary operator (`a + b + c`), of AND/OR, of UNION/EXCEPT/INTERSECT."""
-    if isinstance(child, exp.Connector) and isinstance(parent, exp.Connector):
-        return 0
-    if isinstance(child, exp.SetOperation) and isinstance(parent, exp.SetOperation):
+    if not flags & (_BINARY | _SETOP):
+        return 1
+    child_flags = _class_flags(type(child))
+    if flags & child_flags & (_CONNECTOR | _SETOP):
         return 0
     if (
-        isinstance(parent, exp.Binary)
-        and type(child) is type(parent)
+        type(child) is type(parent)
+        and flags & _BINARY
         and child.args.get("negate") == parent.args.get("negate")
     ):
         return 0
     return 1
+
+
+def _check_node(node: exp.Expr, tree: exp.Expression, rules: _Rules) -> bool:
+    """Refuse one node that may not be part of a read; return whether it is volatile."""
+    if node is not tree and isinstance(node, (exp.Describe, exp.Show, exp.Summarize)):
+        raise UnsafeSQL(f"{node.key.upper()} is only allowed as the whole statement")
+    if isinstance(node, _WRITE_NODES) and not (node is tree and _is_read_root(node)):
+        name = _node_name(node)
+        why = _STATEMENT_REASONS.get(name, _MODIFIES)
+        raise UnsafeSQL(f"{name} is not allowed: {why}")
+    if isinstance(node, exp.Select):
+        if node.args.get("into"):
+            raise UnsafeSQL("SELECT ... INTO is not allowed: it creates a table")
+        if node.args.get("locks"):
+            raise UnsafeSQL("locking clauses (FOR UPDATE / FOR SHARE) are not allowed: " + LOCKS)
+    if isinstance(node, exp.Into):
+        raise UnsafeSQL("SELECT ... INTO is not allowed: it creates a table")
+    if isinstance(node, exp.Lock):
+        raise UnsafeSQL("locking clauses (FOR UPDATE / FOR SHARE) are not allowed: " + LOCKS)
+    if isinstance(node, exp.Func):
+        for fname in _function_names(node):
+            denied = rules.deny.reason(fname)
+            if denied:
+                raise UnsafeSQL(_function_message(fname, denied))
+        if rules.dialect == "postgres" and not rules.introspection:
+            _check_current_setting(node)
+    if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
+        _check_table_name(node, rules)
+    if isinstance(node, exp.LimitOptions) and node.args.get("percent"):
+        _check_percent(node)
+    return _is_volatile(node)
 
 
 def _is_volatile(node: exp.Expr) -> bool:
@@ -1246,10 +1311,6 @@ def _is_volatile(node: exp.Expr) -> bool:
             args = node.expressions if isinstance(node, exp.Anonymous) else node.args.values()
             return not any(args)
         return False
-    if isinstance(node, exp.Literal) and node.is_string:
-        # 'now' / 'today' as a value: PostgreSQL casts ('now'::timestamp), SQLite date
-        # functions (date('now'), strftime('%s', 'now')).
-        return node.name.strip().lower() in _CLOCK_WORDS
     return False
 
 
