@@ -22,7 +22,7 @@ from fastmcp import Client
 from tests.helpers import service_env
 from tests.server_process import ServerProcess
 from wellhead.config import parse_settings
-from wellhead.errors import ConfigError, InvalidRequest, QueryTimeout
+from wellhead.errors import ConfigError, InvalidRequest, QueryFailed, QueryTimeout
 from wellhead.sources import postgres as pg_module
 from wellhead.sources._pg import FIRST_CHUNK_WIDE, RESET_SQL, parse_iso_duration
 from wellhead.sources.base import Interval
@@ -542,5 +542,29 @@ async def test_what_a_call_sets_for_the_session_ends_with_its_transaction(admin_
             timeout=5,
         )
         assert state.rows == [("64MB", '"$user", public', 0)]
+    finally:
+        await src.close()
+
+
+async def test_a_query_over_temp_file_limit_fails_with_advice(admin_dsn: str) -> None:
+    src = PostgresSource(
+        _name(),
+        dsn=admin_dsn,
+        allow_privileged_role=True,
+        schemas=["sales"],
+        work_mem="64kB",
+        temp_file_limit="1MB",
+        pool_max=1,
+    )
+    await src.start()
+    try:
+        with pytest.raises(QueryFailed, match="more temporary disk.*raise temp_file_limit"):
+            await src.fetch(
+                "SELECT g, md5(g::text) FROM generate_series(1, 500000) g ORDER BY 2",
+                [],
+                max_rows=5,
+                timeout=20,
+            )
+        assert (await src.fetch("SELECT 1", [], max_rows=1, timeout=5)).rows == [(1,)]
     finally:
         await src.close()
