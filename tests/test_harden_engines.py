@@ -616,3 +616,16 @@ async def test_from_config_carries_every_memory_key(duck_file: Path, lite_file: 
             await lite.fetch("SELECT zeroblob(4096)", (), max_rows=1, timeout=5)
     finally:
         await lite.close()
+
+
+def test_fit_rows_rejects_a_huge_row_without_encoding_it():
+    """A row whose strings alone exceed the room is refused by length: named, never cut."""
+    from wellhead.sql.encoding import fit_rows
+
+    huge = ("x" * (16 * MiB), 1)
+    with pytest.raises(BudgetExceeded, match="largest column is 'big'"):
+        fit_rows([huge], 32_768, ["big", "n"])
+    kept, used = fit_rows([("a" * 100, 1)] * 10 + [huge], 32_768, ["s", "n"])
+    assert len(kept) == 10 and used <= 32_768
+    blob_kept, _ = fit_rows([(b"\x00" * 30,)] * 3, 10_000, ["b"])
+    assert blob_kept[0] == ["base64:" + "A" * 40]

@@ -123,6 +123,18 @@ def fit_rows(
     kept: list[list[JsonValue]] = []
     used = 0
     for row in rows:
+        floor = _size_floor(row)
+        if used + floor > budget_bytes:
+            # Cannot fit, known without encoding it: a 16 MB cell costs no 16 MB dump.
+            if not kept:
+                widest = max(range(len(row)), key=lambda i: _size_floor((row[i],)))
+                raise BudgetExceeded(
+                    f"one row is at least {floor:,} bytes, more than the whole result budget of "
+                    f"{budget_bytes:,} bytes; its largest column is '{columns[widest]}'. Select "
+                    "fewer or shorter columns (e.g. substr(col, 1, 200) or length(col)) or "
+                    "raise budget_bytes."
+                )
+            break
         encoded = [to_json_value(v) for v in row]
         size = encoded_size(encoded) + 1  # the separating comma
         if used + size > budget_bytes:
@@ -138,6 +150,19 @@ def fit_rows(
         kept.append(encoded)
         used += size
     return kept, used
+
+
+def _size_floor(row: Sequence[Any]) -> int:
+    """A lower bound of a row's encoded size, in O(cells): strings and bytes by length."""
+    size = len(row) + 1  # brackets, commas and the separating comma
+    for value in row:
+        if isinstance(value, str):
+            size += len(value) + 2  # UTF-8 never has fewer bytes than characters
+        elif isinstance(value, bytes | bytearray | memoryview):
+            size += (len(value) + 2) // 3 * 4 + 9  # "base64:" + base64 digits + quotes
+        else:
+            size += 1
+    return size
 
 
 def render_table(columns: Sequence[str], rows: Sequence[Sequence[JsonValue]]) -> str:
