@@ -16,7 +16,7 @@ os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
 # FastMCP's own Rich handlers would bypass the JSON logs; its records reach ours instead.
 os.environ.setdefault("FASTMCP_LOG_ENABLED", "false")
 
-from wellhead.config import Settings, load_settings  # noqa: E402
+from wellhead.config import Settings, load_settings, mask_secrets, secret_values  # noqa: E402
 from wellhead.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger("wellhead.cli")
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from wellhead.observe.logs import configure_logging
 
     configure_logging(getattr(args, "log_level", None) or "INFO")
+    settings: Settings | None = None
     try:
         if args.command == "check":
             return check(args)
@@ -89,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(print_tools(settings))
         return serve(settings, argv)
     except ConfigError as exc:
-        print(f"wellhead: {exc}", file=sys.stderr)
+        # A check's or a build's message may quote a DSN or a token: never print a secret.
+        secrets = secret_values(settings) if settings is not None else set()
+        print(f"wellhead: {mask_secrets(str(exc), secrets)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -99,7 +102,10 @@ def check(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     from wellhead.app import build_server
 
-    build_server(settings)  # builds sources, tools and plugins without connecting
+    try:
+        build_server(settings)  # builds sources, tools and plugins without connecting
+    except ConfigError as exc:
+        raise ConfigError(mask_secrets(str(exc), secret_values(settings))) from None
     names = ", ".join(f"{n} ({c.kind})" for n, c in settings.sources.items())
     print(f"{args.config}: ok — sources: {names}")
     return 0

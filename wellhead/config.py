@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from wellhead.errors import ConfigError
 from wellhead.tools.sql_tool_config import SqlToolConfig, ToolsetsConfig
@@ -232,11 +239,38 @@ class StaticToken(_Strict):
 
 
 class StaticTokenAuthConfig(_Strict):
-    """Bearer tokens listed in config (from `${ENV}`): simple service-to-service access."""
+    """Bearer tokens listed in config (from `${ENV}`): simple service-to-service access.
+
+    Written as a list of `{token, client_id, scopes}` so the secret is a value, never a key;
+    the older mapping `token -> {client_id, scopes}` is still read. Either way it is held as
+    a mapping by token, which is what the verifier looks tokens up in.
+    """
 
     kind: Literal["static"]
-    tokens: dict[str, StaticToken] = Field(description="token -> its client id and scopes")
+    tokens: dict[str, StaticToken] = Field(
+        description="A list of {token, client_id, scopes}; token is ${VAR} from the environment "
+        "(the older mapping token -> {client_id, scopes} is also read)."
+    )
     required_scopes: list[str] = Field(default_factory=list)
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _token_list(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        tokens: dict[Any, Any] = {}
+        for number, entry in enumerate(value, 1):
+            if not isinstance(entry, dict) or "token" not in entry:
+                raise ValueError(
+                    f"entry #{number} must be a mapping with token, client_id and scopes"
+                )
+            token = entry["token"]
+            if not isinstance(token, str):
+                raise ValueError(f"entry #{number}: token must be a string")
+            if token in tokens:
+                raise ValueError(f"entry #{number} repeats the token of an earlier entry")
+            tokens[token] = {k: v for k, v in entry.items() if k != "token"}
+        return tokens
 
     @model_validator(mode="after")
     def _strong_tokens(self) -> StaticTokenAuthConfig:
@@ -245,6 +279,16 @@ class StaticTokenAuthConfig(_Strict):
         weak = [t.client_id for token, t in self.tokens.items() if len(token) < 16]
         if weak:
             raise ValueError(f"tokens must be at least 16 characters (weak: {', '.join(weak)})")
+        spaced = [
+            t.client_id
+            for token, t in self.tokens.items()
+            if any(c.isspace() or not c.isprintable() for c in token)
+        ]
+        if spaced:
+            raise ValueError(
+                "tokens must not contain whitespace or control characters (a trailing newline "
+                f"from a secret file?): {', '.join(dict.fromkeys(spaced))}"
+            )
         return self
 
 
@@ -313,34 +357,174 @@ class Settings(_Strict):
         return next(iter(self.sources))
 
 
+MAX_CONFIG_BYTES = 1_048_576
+"""Largest config file read; a config is a few KiB, so more is a mistake or an attack."""
+MAX_YAML_NODES = 100_000
+"""Most YAML nodes once aliases are expanded: bounds "billion laughs" anchors and aliases."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and lists in a config file."""
+
+_MASK = "***"
+_TOKEN_PATH = ("auth", "tokens")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def expand_env(value: Any, where: str = "") -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string; a missing variable is an error."""
+    """Replace `${VAR}` / `${VAR:-default}` in every string, mapping keys included.
+
+    Fail closed: an unset (or empty) variable without a default, a malformed `${`, or two keys
+    that expand to the same text is an error naming the key path; `$${` writes a literal `${`.
+    Token keys under `auth.tokens` are named by position, never by their text.
+    """
+    return _expand(value, tuple(where.split(".")) if where else ())
+
+
+def _expand(value: Any, path: tuple[str, ...]) -> Any:
     if isinstance(value, str):
-
-        def substitute(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            raise ConfigError(f"{where or 'config'}: environment variable ${{{name}}} is not set")
-
-        return _ENV_REF.sub(substitute, value)
-    if isinstance(value, dict):
-        return {k: expand_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return _expand_text(value, path)
     if isinstance(value, list):
-        return [expand_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
+        return [_expand(v, (*path, f"[{i}]")) for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    out: dict[Any, Any] = {}
+    for number, (key, item) in enumerate(value.items(), 1):
+        secret_key = path == _TOKEN_PATH
+        name = f"[#{number}]" if secret_key else str(key)
+        new_key = _expand_text(key, (*path, name)) if isinstance(key, str) else key
+        if new_key in out:
+            shown = f"entry #{number}" if secret_key else f"'{new_key}'"
+            raise ConfigError(f"{_location(path)}: {shown} appears twice once ${{...}} is expanded")
+        out[new_key] = _expand(item, (*path, name))
+    return out
 
 
-def format_validation_error(error: ValidationError) -> str:
-    """One line per problem: which key, what was expected."""
+def _expand_text(text: str, path: tuple[str, ...]) -> str:
+    """One linear pass; substituted values are not expanded again."""
+    if "$" not in text:
+        return text
+    out: list[str] = []
+    position = 0
+    while True:
+        start = text.find("${", position)
+        if start < 0:
+            out.append(text[position:])
+            return "".join(out)
+        if start > position and text[start - 1] == "$" and start - 1 >= position:
+            out.append(text[position : start - 1] + "${")  # `$${` is a literal `${`
+            position = start + 2
+            continue
+        out.append(text[position:start])
+        match = _ENV_REF.match(text, start)
+        where = _location(path)
+        if match is None or "${" in (match.group(2) or ""):
+            raise ConfigError(
+                f"{where}: malformed variable reference near {_ref_preview(text, start)}; write "
+                "${NAME} or ${NAME:-default} (NAME: letters, digits, _), or $${ for a literal ${"
+            )
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name, "")
+        if found:
+            out.append(found)
+        elif default is not None:
+            out.append(default)
+        else:
+            state = "is empty" if name in os.environ else "is not set"
+            raise ConfigError(
+                f"{where}: environment variable ${{{name}}} {state}; set it, or write "
+                f"${{{name}:-default}}"
+            )
+        position = match.end()
+
+
+def _ref_preview(text: str, start: int) -> str:
+    """The reference's own text, up to its name: never the value around it (maybe a secret)."""
+    name = re.match(r"\$\{[A-Za-z0-9_]{0,40}", text[start:])
+    return f"'{name.group(0) if name else '${'}'"
+
+
+def _location(path: tuple[str, ...] | list[Any]) -> str:
+    text = ""
+    for part in path:
+        part = str(part)
+        text += part if part.startswith("[") or not text else f".{part}"
+    return text or "config"
+
+
+def secret_values(raw: Any) -> set[str]:
+    """Every secret a config holds: static tokens, cursor secret, passwords in URLs and DSNs.
+
+    Error messages are scrubbed of these, so whatever text a library puts in an error, the
+    secret itself is never printed.
+    """
+    found: set[str] = set()
+
+    def walk(value: Any, path: tuple[str, ...]) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if path == _TOKEN_PATH:
+                    found.add(str(key))
+                walk(item, (*path, str(key)))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, (*path, "[]"))
+        elif isinstance(value, str):
+            key = path[-1] if path else ""
+            if key in ("secret", "token", "password") or path[:2] == _TOKEN_PATH:
+                if key not in ("client_id", "scopes"):
+                    found.add(value)
+            found.update(_passwords_in(value))
+
+    if isinstance(raw, BaseModel):
+        raw = raw.model_dump(mode="json")
+        auth = raw.get("auth") or {}
+        found.update(str(token) for token in (auth.get("tokens") or {}))
+    walk(raw, ())
+    return {s for s in found if len(s) >= 3}
+
+
+def _passwords_in(value: str) -> set[str]:
+    found: set[str] = set()
+    if "://" in value and "@" in value:
+        from urllib.parse import unquote, urlsplit
+
+        try:
+            password = urlsplit(value.strip()).password
+        except ValueError:
+            password = None
+        if password:
+            found.update({password, unquote(password)})
+    if "password" in value:
+        for match in re.finditer(r"password\s*=\s*('[^']*'|[^\s']+)", value):
+            found.add(match.group(1).strip("'"))
+    return found
+
+
+def mask_secrets(text: str, secrets: set[str]) -> str:
+    """`text` with every secret replaced by ***, longest first (one may contain another)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, _MASK)
+    return text
+
+
+def format_validation_error(error: ValidationError, raw: Any = None) -> str:
+    """One line per problem: which key, what was expected. Token keys are shown by position."""
+    order: list[str] = []
+    auth = raw.get("auth") if isinstance(raw, dict) else None
+    if isinstance(auth, dict) and isinstance(auth.get("tokens"), dict):
+        order = [str(k) for k in auth["tokens"]]
+    elif isinstance(auth, dict) and isinstance(auth.get("tokens"), list):
+        order = [str(e.get("token")) for e in auth["tokens"] if isinstance(e, dict)]
     lines = []
     for item in error.errors():
         parts = list(item["loc"])
         if len(parts) > 2 and parts[0] == "sources" and parts[2] in _SOURCE_KINDS:
             del parts[2]  # pydantic's discriminator tag, not a key the user wrote
-        location = ".".join(str(part) for part in parts) or "(top level)"
+        if len(parts) > 1 and parts[0] == "auth" and parts[1] in ("static", "jwt"):
+            del parts[1]
+        if len(parts) > 2 and tuple(parts[:2]) == _TOKEN_PATH:
+            key = str(parts[2])
+            parts[2] = f"[#{order.index(key) + 1}]" if key in order else "[#?]"
+        location = _location(parts) if parts else "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; unknown keys are refused)"
@@ -356,24 +540,128 @@ def parse_settings(raw: Any, origin: str = "config") -> Settings:
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level")
     try:
-        return Settings.model_validate(expand_env(raw))
+        expanded = expand_env(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin} is invalid:\n{exc}") from None
+    try:
+        return Settings.model_validate(expanded)
     except ValidationError as exc:
-        raise ConfigError(f"{origin} is invalid:\n{format_validation_error(exc)}") from None
+        text = format_validation_error(exc, expanded)
+        text = mask_secrets(text, secret_values(expanded))
+        raise ConfigError(f"{origin} is invalid:\n{text}") from None
 
 
 def load_settings(path: str | Path) -> Settings:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path} is larger than {MAX_CONFIG_BYTES} bytes, the most a config file may be"
+        )
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    raw = load_yaml(text, str(path))
     if isinstance(raw, dict):
         raw = _resolve_relative_paths(raw, path.parent)
     return parse_settings(raw, origin=str(path))
+
+
+def load_yaml(text: str, origin: str = "config") -> Any:
+    """Safe YAML with bounds: aliases may not expand past MAX_YAML_NODES, nesting past
+    MAX_YAML_DEPTH, and a key may not appear twice in one mapping (YAML keeps the last one
+    silently). Messages give line and column, never the text there (it may be a secret)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError(
+                f"{origin} nests too deeply (at most {MAX_YAML_DEPTH} levels)"
+            ) from None
+        if node is None:
+            return None
+        _check_yaml_bounds(node, origin)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin} is not valid YAML: {_yaml_problem(exc)}") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    problem = exc.problem or exc.context or "syntax error"
+    mark = exc.problem_mark or exc.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    context = f" ({exc.context})" if exc.context and exc.problem else ""
+    return f"{problem}{context}{where}"
+
+
+def _check_yaml_bounds(root: yaml.Node, origin: str) -> None:
+    """Walk the node graph once (aliases are shared nodes, memoised), counting what the
+    aliases would expand to, so a few hundred bytes cannot stand for gigabytes."""
+    seen_nodes: dict[int, tuple[int, int]] = {}  # node -> (expanded size, height)
+    open_nodes: set[int] = set()
+
+    def walk(node: yaml.Node, depth: int, path: tuple[str, ...] = ()) -> tuple[int, int]:
+        line = f"line {node.start_mark.line + 1}"
+        key = id(node)
+        if key in open_nodes:
+            raise ConfigError(f"{origin}: an alias at {line} refers to its own anchor")
+        if key not in seen_nodes:
+            open_nodes.add(key)
+            seen_nodes[key] = _walk_children(node, depth, path, walk, origin)
+            open_nodes.discard(key)
+        total, height = seen_nodes[key]
+        if depth + height > MAX_YAML_DEPTH:
+            raise ConfigError(f"{origin} nests deeper than {MAX_YAML_DEPTH} levels at {line}")
+        if total > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{origin}: expanding the aliases (*name) at {line} would make more than "
+                f"{MAX_YAML_NODES} values; a config this large is refused (YAML alias bomb?)"
+            )
+        return total, height
+
+    walk(root, 0)
+
+
+def _walk_children(
+    node: yaml.Node, depth: int, path: tuple[str, ...], walk: Any, origin: str
+) -> tuple[int, int]:
+    if depth > MAX_YAML_DEPTH:
+        line = node.start_mark.line + 1
+        raise ConfigError(f"{origin} nests deeper than {MAX_YAML_DEPTH} levels at line {line}")
+    total, height = 1, 0
+    children: list[tuple[yaml.Node, tuple[str, ...]]] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = [(child, path) for child in node.value]
+    elif isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            name = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                if name in lines:
+                    shown = "a token" if path == _TOKEN_PATH else f"key '{name}'"
+                    raise ConfigError(
+                        f"{origin}: {shown} appears twice in one mapping (lines {lines[name]} "
+                        f"and {key_node.start_mark.line + 1}); YAML would keep only the last"
+                    )
+                lines[name] = key_node.start_mark.line + 1
+            children += [(key_node, path), (value_node, (*path, name))]
+    for child, child_path in children:
+        size, child_height = walk(child, depth + 1, child_path)
+        total += size
+        height = max(height, child_height + 1)
+        if total > MAX_YAML_NODES:
+            break
+    return total, height
 
 
 def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
