@@ -8,11 +8,15 @@ page of 4 MB strings therefore costs about one budget of memory, not `max_rows` 
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wellhead.errors import BudgetExceeded
+from wellhead.sources.base import Interval
 
 FETCH_CHUNK = 2048
 """The most rows one `fetchmany` asks for (narrow rows)."""
@@ -28,7 +32,18 @@ MAX_ERROR_CHARS = 2000
 
 Converter = Callable[[Any], Any]
 
-_FIXED = {type(None): 4, bool: 5, int: 20, float: 24}
+_FIXED: dict[type, int] = {
+    type(None): 4,
+    bool: 5,
+    int: 20,
+    float: 24,
+    dt.datetime: 34,
+    dt.date: 12,
+    dt.time: 22,
+    decimal.Decimal: 42,
+    uuid.UUID: 38,
+    Interval: 30,
+}
 
 
 class _Cursor(Protocol):
@@ -80,11 +95,12 @@ def fetch_upto(
     rows: list[tuple[Any, ...]] = []
     used = 0
     chunk = 1  # learn the row width before asking for many rows
+    converting = [(i, fn) for i, fn in enumerate(converters or ()) if fn is not None]
 
     def take(got: list[Any]) -> int:
         taken = 0
         for raw in got:
-            row = tuple(raw) if converters is None else _convert(raw, converters)
+            row = tuple(raw) if not converting else _convert(raw, converting)
             size = 0
             for index, value in enumerate(row):
                 cell = value_size(value)
@@ -119,8 +135,9 @@ def fetch_upto(
     return Fetched(rows, used, full=False)
 
 
-def _convert(row: Sequence[Any], converters: Sequence[Converter | None]) -> tuple[Any, ...]:
-    return tuple(
-        value if fn is None or value is None else fn(value)
-        for value, fn in zip(row, converters, strict=True)
-    )
+def _convert(row: Sequence[Any], converting: list[tuple[int, Converter]]) -> tuple[Any, ...]:
+    values = list(row)
+    for index, fn in converting:
+        if values[index] is not None:
+            values[index] = fn(values[index])
+    return tuple(values)

@@ -571,7 +571,9 @@ def _exact_plan(cur: duckdb.DuckDBPyConnection, sql: str, args: list[Any] | None
             converters.append(_interval)
         elif kind in _TEMPORAL:
             selects.append(f"CAST({ref} AS VARCHAR)")
-            converters.append(_date if kind == "DATE" else _timestamp)
+            converters.append(
+                _date if kind == "DATE" else _timestamp_ns if kind == "TIMESTAMP_NS" else _timestamp
+            )
         elif _is_nested(kind) and _NESTED_TEMPORAL.search(kind):
             selects.append(f"CAST(to_json({ref}) AS VARCHAR)")
             converters.append(_from_json)
@@ -609,16 +611,19 @@ def _date(text: Any) -> Any:
 
 
 def _timestamp(text: Any) -> Any:
-    """A datetime when exact; nanoseconds, `infinity`, BC and far years stay text."""
-    head, dot, tail = text.partition(".")
-    if dot:
-        digits = len(tail) - len(tail.lstrip("0123456789"))
-        if digits > 6 and tail[6:digits].strip("0"):
-            return text.replace(" ", "T", 1)  # nanoseconds a datetime cannot hold
+    """A datetime when Python holds it; `infinity`, BC and far years stay text."""
     try:
         return dt.datetime.fromisoformat(text)
     except ValueError:
         return text
+
+
+def _timestamp_ns(text: Any) -> Any:
+    """As `_timestamp`, but nanoseconds a datetime cannot hold keep the value as ISO text."""
+    _, dot, tail = text.partition(".")
+    if dot and len(tail) > 6 and tail[6:].strip("0"):
+        return text.replace(" ", "T", 1)
+    return _timestamp(text)
 
 
 def _from_json(text: Any) -> Any:
