@@ -555,7 +555,7 @@ class QueryExecutor:
                 values,
                 max_rows=max_rows,
                 timeout=min(remaining, timeout or remaining),
-                **({"max_bytes": max_bytes} if _takes_max_bytes(source) else {}),
+                max_bytes=max_bytes,
             )
         except QueryTimeout:
             if timeout is not None and time.monotonic() < deadline:
@@ -597,19 +597,6 @@ _VOLATILE_NOTE = (
     "up exactly; it has no next_cursor. Add LIMIT, or filter with a deterministic condition, "
     "to get a result that fits one page."
 )
-
-
-_MAX_BYTES_SUPPORT: dict[type, bool] = {}
-
-
-def _takes_max_bytes(source: Source) -> bool:
-    """TEMPORARY while every source learns `max_bytes`."""
-    kind = type(source)
-    if kind not in _MAX_BYTES_SUPPORT:
-        import inspect
-
-        _MAX_BYTES_SUPPORT[kind] = "max_bytes" in inspect.signature(source.fetch).parameters
-    return _MAX_BYTES_SUPPORT[kind]
 
 
 def _clip(text: str, limit: int = 120) -> str:
