@@ -5,6 +5,7 @@ and the check is thread-safe. Each class has a corpus run against the real engin
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import yaml
 from sqlglot import exp
 
 from tests.helpers import service_env
-from wellhead.errors import UnsafeSQL
+from wellhead.errors import InvalidRequest, UnsafeSQL
 from wellhead.sql.safety import MAX_NESTING, check_read_only
 
 # --------------------------------------------------------------------------- volatile
@@ -408,3 +409,30 @@ def lite() -> Any:
     con.execute("INSERT INTO orders VALUES (1), (2)")
     yield con
     con.close()
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def _outcome(sql: str, dialect: str) -> tuple[str, ...]:
+    try:
+        checked = check_read_only(sql, dialect)
+    except (UnsafeSQL, InvalidRequest) as err:
+        return ("refused", err.public_message)
+    return ("ok", checked.kind, checked.sql, str(checked.volatile), checked.tree.sql(dialect))
+
+
+def test_concurrent_checks_agree_with_sequential_ones() -> None:
+    """check_read_only runs in worker threads for large statements: no shared mutable
+    state may make one thread's answer depend on another's (DuckDB's parser included)."""
+    work: list[tuple[str, str]] = []
+    for engine in ("duckdb", "sqlite", "postgres"):
+        with open(CORPUS.parent / f"{engine}.yaml", encoding="utf-8") as f:
+            corpus = yaml.safe_load(f)
+        work += [(c["sql"], engine) for c in corpus["attacks"] + corpus["legit"]]
+    work += [(sql, d) for d, sql in VOLATILE + PERCENT] + [(sql, "duckdb") for sql in TOO_DEEP]
+    expected = [_outcome(sql, d) for sql, d in work]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda job: _outcome(*job), work))
+            assert got == expected

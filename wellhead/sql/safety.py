@@ -15,9 +15,22 @@ Decisions worth knowing (each is tested):
   and must agree (one statement, of type SELECT or EXPLAIN).
 * Control characters, zero-width/format characters and non-ASCII whitespace are refused
   outside string literals and quoted identifiers: engines and sqlglot disagree about them.
-* Reading settings: PostgreSQL `current_setting` and `SHOW` are allowed (read-only, the
-  engine enforces privileges, no secrets live there). DuckDB `current_setting`,
-  `duckdb_settings` and `duckdb_secrets` are denied: DuckDB settings can hold S3 keys.
+* Reading settings: PostgreSQL `current_setting('name')` and `SHOW name` are allowed for
+  ordinary settings (read-only, the engine enforces privileges), not for settings that hold
+  a file path, a command or a connection string, and not `SHOW ALL` / `pg_settings`. DuckDB
+  `current_setting`, `duckdb_settings`, `duckdb_secrets` and its `pg_catalog.pg_settings`
+  view are denied: DuckDB settings can hold S3 keys and temp/allowed paths.
+* Server introspection: every caller shares one PostgreSQL role, so `pg_stat_activity`
+  (and `pg_stat_get_activity()`, `pg_locks`, `pg_stat_statements`, `pg_prepared_xacts`,
+  memory contexts, hba/config files...) would show other callers' SQL with its literals.
+  Refused by name in any schema and any quoting, and on tokens as well as in the tree;
+  `allow_introspection=True` lifts it for a source that wants it. DuckDB
+  `duckdb_databases`/`pragma_database_list`/`duckdb_extensions` reveal file paths: refused.
+* Nesting: more than MAX_NESTING levels (tokens) or MAX_TREE_DEPTH (tree) is refused as
+  "too deeply nested" before sqlglot or SQL generation can hit the recursion limit.
+* `volatile` and `percent_limit` on CheckedStatement tell the paging layer which
+  statements cannot be split into pages that add up (random(), now(), TABLESAMPLE) and
+  which LIMIT is a percentage (`LIMIT 10%`), not a row count.
 * `pg_sleep` / DuckDB `sleep_ms` are allowed: they only spend time, and the query deadline
   cancels them like any slow query. `currval`/`lastval` are allowed (they read this
   session's sequence state and cannot change it); `nextval`/`setval` are denied.
