@@ -17,7 +17,7 @@ from sqlglot import exp
 
 from tests.helpers import service_env
 from wellhead.errors import InvalidRequest, UnsafeSQL
-from wellhead.sql.safety import MAX_NESTING, check_read_only
+from wellhead.sql.safety import MAX_NESTING, bind_named, check_read_only
 
 # --------------------------------------------------------------------------- volatile
 
@@ -436,3 +436,37 @@ def test_concurrent_checks_agree_with_sequential_ones() -> None:
         for _ in range(3):
             got = list(pool.map(lambda job: _outcome(*job), work))
             assert got == expected
+
+
+# --------------------------------------------------------------------------- error size
+
+HUGE = "x" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("dialect", "sql"),
+    [
+        ("duckdb", HUGE),
+        ("duckdb", f"SELECT read_{HUGE}(1)"),
+        ("duckdb", f"SELECT * FROM '{HUGE}.csv'"),
+        ("postgres", f"SELECT * FROM pg_stat_progress_{HUGE}"),
+        ("postgres", f"EXPLAIN ({HUGE}) SELECT 1"),
+        ("postgres", f"SHOW {HUGE}; SELECT 1"),
+        ("sqlite", f"SELECT * FROM pragma_{HUGE}"),
+        ("postgres", f"SELECT (1 FROM {HUGE}"),
+    ],
+)
+def test_errors_quote_user_text_clipped(dialect: str, sql: str) -> None:
+    with pytest.raises(UnsafeSQL) as info:
+        check_read_only(sql, dialect)
+    message = info.value.public_message
+    assert len(message) < 1_000, message[:200]
+
+
+def test_parameter_errors_are_clipped() -> None:
+    sql = "SELECT " + " + ".join(f":p{i}" for i in range(3000)) + " AS s"
+    checked = check_read_only(sql, "postgres")
+    with pytest.raises(InvalidRequest) as info:
+        bind_named(checked, {HUGE: 1}, "dollar")
+    assert len(info.value.public_message) < 1_500
+    assert "characters)" in info.value.public_message  # the cut is visible

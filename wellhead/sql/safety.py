@@ -767,7 +767,9 @@ def check_read_only(
 
 def _check_read_only(sql: str, dialect: str, allow_introspection: bool) -> CheckedStatement:
     if dialect not in DIALECTS:
-        raise InvalidRequest(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
+        raise InvalidRequest(
+            f"unknown SQL dialect {_clip(repr(dialect))}; expected one of {DIALECTS}"
+        )
     if not isinstance(sql, str) or not sql.strip():
         raise InvalidRequest("sql is empty: send one SELECT statement")
     tokens = _lex(sql, dialect)
@@ -810,7 +812,9 @@ def bind_named(
     one `?` per occurrence (SQLite). Values are bound by the driver, never spliced into SQL.
     """
     if style not in ("dollar", "qmark"):
-        raise InvalidRequest(f"unknown placeholder style {style!r}; expected 'dollar' or 'qmark'")
+        raise InvalidRequest(
+            f"unknown placeholder style {_clip(repr(style))}; expected 'dollar' or 'qmark'"
+        )
     given = _normalise_params(params)
     dialect = _dialect_of(checked)
     spots = _placeholder_spots(_lex(checked.sql, dialect))
@@ -832,7 +836,7 @@ def bind_named(
         if unknown:
             parts.append("unknown parameter " + ", ".join(repr(n) for n in unknown))
         uses = ", ".join(f":{n}" for n in used) or "no parameters"
-        raise InvalidRequest("; ".join(parts) + f" (the SQL uses {uses})")
+        raise InvalidRequest(_clip("; ".join(parts), 400) + f" (the SQL uses {_clip(uses, 400)})")
     out: list[str] = []
     values: list[object] = []
     index: dict[str, int] = {}
@@ -880,6 +884,14 @@ def _lex(sql: str, dialect: str) -> list[Token]:
         for t in inner
     ]
     return [head, *shifted]
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    """User text quoted in an error, cut visibly: an error must stay small whatever the
+    input (a 100 KiB identifier must not come back as a 100 KiB message)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _short(err: Exception) -> str:
@@ -998,10 +1010,10 @@ def _check_tokens(
         why = _STATEMENT_REASONS.get(lead)
         if why is None:
             raise UnsafeSQL(
-                f"{lead} statements are not allowed: only SELECT, WITH ... SELECT, VALUES and "
-                "EXPLAIN of a query are accepted"
+                f"{_clip(lead)} statements are not allowed: only SELECT, WITH ... SELECT, "
+                "VALUES and EXPLAIN of a query are accepted"
             )
-        raise UnsafeSQL(f"{lead} is not allowed: {why}")
+        raise UnsafeSQL(f"{_clip(lead)} is not allowed: {why}")
     if lead == "SHOW" and dialect == "postgres":
         return _check_pg_show(text, tokens, rules)
     tree = _parse(text, _tokens_for_parsing(tokens, dialect), dialect)
@@ -1093,9 +1105,9 @@ def _kind(tree: exp.Expression, dialect: str, tokens: list[Token]) -> str:
     name = _node_name(tree)
     why = _STATEMENT_REASONS.get(name)
     if why:
-        raise UnsafeSQL(f"{name} is not allowed: {why}")
+        raise UnsafeSQL(f"{_clip(name)} is not allowed: {why}")
     raise UnsafeSQL(
-        f"{name} statements are not allowed: only SELECT, WITH ... SELECT, VALUES and "
+        f"{_clip(name)} statements are not allowed: only SELECT, WITH ... SELECT, VALUES and "
         "EXPLAIN of a query are accepted"
     )
 
@@ -1163,7 +1175,7 @@ def _check_explain(text: str, tokens: list[Token], rules: _Rules) -> CheckedStat
                     or tok.text.upper() in _EXPLAIN_OPTION_WORDS
                 )
                 if not ok:
-                    raise UnsafeSQL(f"EXPLAIN option {tok.text!r} is not allowed")
+                    raise UnsafeSQL(f"EXPLAIN option {_clip(repr(tok.text))} is not allowed")
                 j += 1
             i = j + 1
         while i < len(tokens) and tokens[i].text.upper() in ("ANALYZE", "ANALYSE", "VERBOSE"):
@@ -1288,7 +1300,7 @@ def _check_node(node: exp.Expr, tree: exp.Expression, rules: _Rules) -> bool:
     if isinstance(node, _WRITE_NODES) and not (node is tree and _is_read_root(node)):
         name = _node_name(node)
         why = _STATEMENT_REASONS.get(name, _MODIFIES)
-        raise UnsafeSQL(f"{name} is not allowed: {why}")
+        raise UnsafeSQL(f"{_clip(name)} is not allowed: {why}")
     if isinstance(node, exp.Select):
         if node.args.get("into"):
             raise UnsafeSQL("SELECT ... INTO is not allowed: it creates a table")
@@ -1368,11 +1380,11 @@ def _check_current_setting(node: exp.Func) -> None:
 
 def _check_setting_name(name: str) -> None:
     if name in _PG_PATH_SETTINGS:
-        raise UnsafeSQL(f"setting {name} is not allowed: {PATH_SETTING}; {_HINT}")
+        raise UnsafeSQL(f"setting {_clip(name)} is not allowed: {PATH_SETTING}; {_HINT}")
 
 
 def _table_message(name: str, why: str) -> str:
-    return f"table {name} is not allowed: {why}; {_HINT}"
+    return f"table {_clip(name)} is not allowed: {why}; {_HINT}"
 
 
 def _check_table_name(node: exp.Table, rules: _Rules) -> None:
@@ -1408,13 +1420,13 @@ def _function_names(node: exp.Func) -> Iterable[str]:
 
 
 def _function_message(name: str, why: str) -> str:
-    return f"function {name} is not allowed: {why}; {_HINT}"
+    return f"function {_clip(name)} is not allowed: {why}; {_HINT}"
 
 
 def _path_message(name: str) -> str:
     return (
-        f"table name {name!r} looks like a file path or URL, which DuckDB would read directly: "
-        f"{FILES}; {_HINT}"
+        f"table name {_clip(repr(name))} looks like a file path or URL, which DuckDB would "
+        f"read directly: {FILES}; {_HINT}"
     )
 
 
@@ -1465,14 +1477,15 @@ def _normalise_params(params: Mapping[str, object] | None) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in params.items():
         if not isinstance(key, str):
-            raise InvalidRequest(f"parameter names must be strings; got {key!r}")
+            raise InvalidRequest(f"parameter names must be strings; got {_clip(repr(key))}")
         name = key[1:] if key.startswith(":") else key
         if not _NAME.match(name):
             raise InvalidRequest(
-                f"parameter name {key!r} is not valid: use letters, digits and underscore"
+                f"parameter name {_clip(repr(key))} is not valid: "
+                "use letters, digits and underscore"
             )
         if name in out:
-            raise InvalidRequest(f"parameter {name!r} is given twice")
+            raise InvalidRequest(f"parameter {_clip(repr(name))} is given twice")
         out[name] = value
     return out
 
