@@ -629,3 +629,22 @@ def test_fit_rows_rejects_a_huge_row_without_encoding_it():
     assert len(kept) == 10 and used <= 32_768
     blob_kept, _ = fit_rows([(b"\x00" * 30,)] * 3, 10_000, ["b"])
     assert blob_kept[0] == ["base64:" + "A" * 40]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT INTERVAL 1 MONTH;", ["P1M"]),
+        ("SELECT INTERVAL 1 MONTH ; -- trailing comment", ["P1M"]),
+        ('SELECT INTERVAL 1 MONTH AS "a;b";;  /* x */', ["P1M"]),
+        ("SELECT ';' AS s, INTERVAL 2 DAY", [";", "P2D"]),
+        ("FROM (SELECT DATE '2024-01-02' AS d)", ["2024-01-02"]),
+        ("VALUES (INTERVAL 3 MONTH)", ["P3M"]),
+        ("WITH x AS (SELECT 'infinity'::DATE AS d) SELECT d FROM x", ["infinity"]),
+        ("PIVOT (SELECT 1 AS k, INTERVAL 1 DAY AS v) ON k IN (1) USING first(v)", ["P1D"]),
+    ],
+)
+async def test_duckdb_exact_values_in_every_statement_shape(
+    duck_file: Path, sql: str, expected: list[Any]
+):
+    assert await _duck_values(duck_file, sql) == expected

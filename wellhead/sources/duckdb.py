@@ -555,6 +555,7 @@ def _exact_plan(cur: duckdb.DuckDBPyConnection, sql: str, args: list[Any] | None
     `DESCRIBE` binds the statement without running it. When it cannot (an unusual statement
     form), the statement runs as it is and the engine reports any real error itself.
     """
+    sql = _without_trailing_semicolons(sql)
     try:
         described = cur.execute(f"DESCRIBE {sql}", args).fetchall()
     except duckdb.Error:
@@ -591,6 +592,19 @@ def _exact_plan(cur: duckdb.DuckDBPyConnection, sql: str, args: list[Any] | None
     )
     wrapped = f"SELECT {projection} FROM ({sql}\n) AS _wh_t({names})"
     return _Plan(wrapped, columns, converters)
+
+
+def _without_trailing_semicolons(sql: str) -> str:
+    """`SELECT 1; -- done` as `SELECT 1 -- done`, so the statement can become a subquery.
+
+    DuckDB's own tokenizer finds the semicolons, so one inside a string or comment stays.
+    """
+    tokens = duckdb.tokenize(sql)
+    code = [pos for pos, kind in tokens if kind != duckdb.token_type.comment]
+    while code and sql[code[-1]] == ";":
+        end = code.pop()
+        sql = sql[:end] + " " + sql[end + 1 :]
+    return sql
 
 
 def _is_nested(kind: str) -> bool:
