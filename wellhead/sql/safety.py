@@ -647,6 +647,29 @@ _STRINGISH = frozenset(
     }
 )
 _QUOTED = _STRINGISH | {TokenType.IDENTIFIER}
+# Tokens that can never spell a function or table name (most tokens of a big statement).
+_NO_NAME = _STRINGISH | {
+    TokenType.NUMBER,
+    TokenType.COMMA,
+    TokenType.L_PAREN,
+    TokenType.R_PAREN,
+    TokenType.DOT,
+    TokenType.EQ,
+    TokenType.PLUS,
+    TokenType.DASH,
+    TokenType.STAR,
+    TokenType.SLASH,
+    TokenType.LT,
+    TokenType.GT,
+    TokenType.LTE,
+    TokenType.GTE,
+    TokenType.NEQ,
+    TokenType.DCOLON,
+    TokenType.COLON,
+    TokenType.PARAMETER,
+    TokenType.L_BRACKET,
+    TokenType.R_BRACKET,
+}
 # A ':' right after one of these ends a value, so it is not a `:name` placeholder.
 _VALUE_END = _QUOTED | {
     TokenType.VAR,
@@ -1439,7 +1462,7 @@ def _scan_tokens(tokens: list[Token], rules: _Rules) -> None:
     """
     deny = rules.deny
     for i, tok in enumerate(tokens):
-        if tok.token_type in _STRINGISH:
+        if tok.token_type in _NO_NAME:
             continue
         why_table = rules.table_reason(tok.text) if rules.tables else None
         if why_table:
