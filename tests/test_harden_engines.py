@@ -648,3 +648,24 @@ async def test_duckdb_exact_values_in_every_statement_shape(
     duck_file: Path, sql: str, expected: list[Any]
 ):
     assert await _duck_values(duck_file, sql) == expected
+
+
+async def test_duckdb_describe_table_samples_are_exact(tmp_path: Path):
+    path = tmp_path / "typed.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE ev AS SELECT TIMESTAMPTZ '2024-06-01 12:00:00+00' AS at, "
+        "INTERVAL 1 MONTH AS every, 'infinity'::DATE AS until"
+    )
+    con.close()
+    source = await _duck(path)
+    try:
+        description = await source.describe_table("ev", sample_rows=3)
+    finally:
+        await source.close()
+    assert [c.type for c in description.columns] == ["TIMESTAMP WITH TIME ZONE", "INTERVAL", "DATE"]
+    assert [to_json_value(v) for v in description.sample_rows[0]] == [
+        "2024-06-01T12:00:00+00:00",
+        "P1M",
+        "infinity",
+    ]
