@@ -3,7 +3,9 @@
 Each slowloris variant must be closed (with a 408 where a response is still possible) once
 `server.header_timeout_s` / `server.body_timeout_s` / `server.keep_alive_s` pass, while
 /healthz keeps answering; a client within its deadlines is served; connections above
-`server.max_connections` are answered 503 instead of queueing without bound.
+`server.max_connections` are answered 503 instead of queueing without bound. And what a POST
+gets back: JSON for a call that sends no notification, an event stream for one that reports
+progress (docs/deployment.md, "What a POST gets back").
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def write_config(tmp_path: Path) -> Path:
     config.write_text(
         f"sources:\n  tiny:\n    kind: sqlite\n    path: {db}\n"
         "cursor:\n  secret: harden-http-secret-0123456789abcdef\n"
+        "plugins: [wellhead.plugins.conformance:register]\n"
         "server:\n"
+        "  stateless: true\n"
         f"  header_timeout_s: {HEADER_TIMEOUT}\n"
         f"  body_timeout_s: {BODY_TIMEOUT}\n"
         f"  keep_alive_s: {KEEP_ALIVE}\n"
@@ -252,3 +256,44 @@ def test_timeouts_are_logged_without_flooding(server: ServerProcess) -> None:
     assert {line["limit"] for line in lines} <= {"server.header_timeout_s", "server.body_timeout_s"}
     # Dozens of connections were closed by now; the log says so a few times, with counts.
     assert len(lines) < 20
+
+
+def modern_call(server: ServerProcess, tool: str, meta: dict | None = None) -> httpx.Response:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {
+            "name": tool,
+            "arguments": {},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                **(meta or {}),
+            },
+        },
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": tool,
+    }
+    return httpx.post(server.mcp_url, json=body, headers=headers, timeout=10)
+
+
+def test_a_call_without_notifications_is_answered_as_json(server: ServerProcess) -> None:
+    response = modern_call(server, "test_simple_text")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["result"]["isError"] is False
+
+
+def test_a_call_that_reports_progress_streams_it_before_the_result(server: ServerProcess) -> None:
+    response = modern_call(server, "test_tool_with_progress", {"progressToken": "p-1"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    text = response.text
+    assert text.count('"method":"notifications/progress"') == 3
+    assert text.index("notifications/progress") < text.index('"id":7')
+    assert "Tool with progress executed successfully" in text
