@@ -38,7 +38,7 @@ def write_config(tmp_path: Path) -> Path:
     config.write_text(
         f"sources:\n  tiny:\n    kind: sqlite\n    path: {db}\n"
         "cursor:\n  secret: harden-http-secret-0123456789abcdef\n"
-        "plugins: [wellhead.plugins.conformance:register]\n"
+        "plugins: [wellhead.plugins.conformance:register, tests.plugins.header_param]\n"
         "server:\n"
         "  stateless: true\n"
         f"  header_timeout_s: {HEADER_TIMEOUT}\n"
@@ -258,14 +258,20 @@ def test_timeouts_are_logged_without_flooding(server: ServerProcess) -> None:
     assert len(lines) < 20
 
 
-def modern_call(server: ServerProcess, tool: str, meta: dict | None = None) -> httpx.Response:
+def modern_call(
+    server: ServerProcess,
+    tool: str,
+    meta: dict | None = None,
+    arguments: dict | None = None,
+    headers: dict | None = None,
+) -> httpx.Response:
     body = {
         "jsonrpc": "2.0",
         "id": 7,
         "method": "tools/call",
         "params": {
             "name": tool,
-            "arguments": {},
+            "arguments": arguments or {},
             "_meta": {
                 "io.modelcontextprotocol/protocolVersion": "2026-07-28",
                 "io.modelcontextprotocol/clientCapabilities": {},
@@ -278,6 +284,7 @@ def modern_call(server: ServerProcess, tool: str, meta: dict | None = None) -> h
         "MCP-Protocol-Version": "2026-07-28",
         "Mcp-Method": "tools/call",
         "Mcp-Name": tool,
+        **(headers or {}),
     }
     return httpx.post(server.mcp_url, json=body, headers=headers, timeout=10)
 
@@ -297,3 +304,19 @@ def test_a_call_that_reports_progress_streams_it_before_the_result(server: Serve
     assert text.count('"method":"notifications/progress"') == 3
     assert text.index("notifications/progress") < text.index('"id":7')
     assert "Tool with progress executed successfully" in text
+
+
+def test_mcp_param_headers_are_still_validated_against_the_body(server: ServerProcess) -> None:
+    """wellhead looks tool schemas up instead of listing every tool per call: the SDK must
+    still see the schemas that declare x-mcp-header parameters."""
+    matching = modern_call(
+        server, "regional", arguments={"region": "eu"}, headers={"Mcp-Param-Region": "eu"}
+    )
+    assert matching.status_code == 200 and matching.json()["result"]["isError"] is False
+    mismatched = modern_call(
+        server, "regional", arguments={"region": "eu"}, headers={"Mcp-Param-Region": "us"}
+    )
+    assert mismatched.status_code == 400
+    assert "Mcp-Param-Region" in mismatched.json()["error"]["message"]
+    missing = modern_call(server, "regional", arguments={"region": "eu"})
+    assert missing.status_code == 400
