@@ -1,50 +1,5 @@
-"""Layer 1 of "read-only that holds": prove a statement is one read, before any engine sees it.
-
-The check parses the agent's SQL with sqlglot in the source's dialect and fails closed:
-exactly one statement, of a read kind (SELECT and friends, EXPLAIN of one, DuckDB
-DESCRIBE/SHOW/SUMMARIZE, PostgreSQL SHOW), with no write or DDL node anywhere in the tree,
-no locking clause, no SELECT ... INTO, and no function from a per-dialect deny-list of things
-that touch the filesystem, the network, extensions, settings, sequences, other sessions or
-run dynamic SQL. Layer 2 (the engine opened read-only) must hold on its own as well.
-
-Decisions worth knowing (each is tested):
-
-* Statement splitting is done on sqlglot's tokens, so a ';' inside a string, a quoted
-  identifier, a dollar-quoted body or a comment never counts. For DuckDB, whose Python
-  `execute` runs every statement in a string, DuckDB's own parser re-counts the statements
-  and must agree (one statement, of type SELECT or EXPLAIN).
-* Control characters, zero-width/format characters and non-ASCII whitespace are refused
-  outside string literals and quoted identifiers: engines and sqlglot disagree about them.
-* Reading settings: PostgreSQL `current_setting('name')` and `SHOW name` are allowed for
-  ordinary settings (read-only, the engine enforces privileges), not for settings that hold
-  a file path, a command or a connection string, and not `SHOW ALL` / `pg_settings`. DuckDB
-  `current_setting`, `duckdb_settings`, `duckdb_secrets` and its `pg_catalog.pg_settings`
-  view are denied: DuckDB settings can hold S3 keys and temp/allowed paths.
-* Server introspection: every caller shares one PostgreSQL role, so `pg_stat_activity`
-  (and `pg_stat_get_activity()`, `pg_locks`, `pg_stat_statements`, `pg_prepared_xacts`,
-  memory contexts, hba/config files...) would show other callers' SQL with its literals.
-  Refused by name in any schema and any quoting, and on tokens as well as in the tree;
-  `allow_introspection=True` lifts it for a source that wants it. DuckDB
-  `duckdb_databases`/`pragma_database_list`/`duckdb_extensions` reveal file paths: refused.
-* Nesting: more than MAX_NESTING levels (tokens) or MAX_TREE_DEPTH (tree) is refused as
-  "too deeply nested" before sqlglot or SQL generation can hit the recursion limit.
-* `volatile` and `percent_limit` on CheckedStatement tell the paging layer which
-  statements cannot be split into pages that add up (random(), now(), TABLESAMPLE) and
-  which LIMIT is a percentage (`LIMIT 10%`), not a row count.
-* `pg_sleep` / DuckDB `sleep_ms` are allowed: they only spend time, and the query deadline
-  cancels them like any slow query. `currval`/`lastval` are allowed (they read this
-  session's sequence state and cannot change it); `nextval`/`setval` are denied.
-* DuckDB table names that look like paths (`FROM 'orders.csv'`, `FROM "s3://b/x"`) are
-  denied: DuckDB would scan the file directly (a replacement scan).
-* SQLite `pragma_*` table functions are denied except the schema readers
-  (`pragma_table_info`, ...); DuckDB `pragma_*` likewise except read-only introspection.
-* Named parameters are written `:name`. sqlglot's DuckDB parser reads `:name` at the start
-  of an expression as a prefix alias (`SELECT a: 1`), so for DuckDB the check parses a copy
-  where each `:name` is spelled `$name` (same length, same offsets). A `:` right after an
-  identifier, number, string or closing bracket is never a placeholder (`{'a':x}`,
-  `arr[1:n]`, DuckDB `alias: expr`); `arr[:n]` IS a placeholder, write `arr[ : n]` for a
-  slice bound by a column.
-"""
+"""The check itself: tokens, one statement, nesting, parse, tree walk, DuckDB cross-check,
+and binding of `:name` parameters. See the package docstring for the decisions."""
 
 from __future__ import annotations
 
@@ -62,6 +17,18 @@ from sqlglot.errors import ParseError, SqlglotError, TokenError
 from sqlglot.tokens import Token, TokenType
 
 from wellhead.errors import InvalidRequest, UnsafeSQL
+from wellhead.sql.safety.reasons import (
+    DYNAMIC,
+    EXTENSIONS,
+    FILES,
+    HINT,
+    LOCKS,
+    PATH_SETTING,
+    SESSIONS,
+    SETTINGS,
+    WRITES_FILES,
+)
+from wellhead.sql.safety.rules import EPONYMOUS, PATH_SETTINGS, RULES, Rules
 
 DIALECTS = ("duckdb", "sqlite", "postgres")
 
@@ -80,409 +47,6 @@ used by the paging layer) within about 500 frames. Chains sqlglot generates in a
 operator repeated, AND/OR, UNION/EXCEPT) do not count."""
 
 _TOO_DEEP = "statement is too deeply nested (more than {n} levels{what}); simplify it"
-
-# --------------------------------------------------------------------------- reasons
-
-FILES = "it reads files from the server's filesystem"
-LISTS_FILES = "it lists files on the server"
-WRITES_FILES = "it writes files on the server"
-NETWORK = "it reaches other databases or the network"
-EXTENSIONS = "it installs or loads extensions"
-SETTINGS = "it changes settings or session state"
-READS_SETTINGS = "it reads server settings or secrets"
-ENV = "it reads the server's environment variables"
-DYNAMIC = "it runs dynamic SQL that cannot be checked"
-SEQUENCE = "it changes a sequence"
-SESSIONS = "it signals or stops other sessions"
-LOCKS = "it takes locks"
-WRITES = "it writes to the database"
-SERVER = "it controls the server"
-MEMORY = "it reads raw memory or engine internals"
-OTHER_SESSIONS = (
-    "it shows other sessions' statements or activity (every caller shares one database role, "
-    "so it would reveal other callers' SQL and literals)"
-)
-INTERNALS = "it reveals server internals (file paths, configuration or memory)"
-PATHS = "it reveals file paths on the server"
-PATH_SETTING = "this setting holds a server file path, a command or a connection string"
-
-_HINT = "query the configured tables and views instead"
-
-# --------------------------------------------------------------------------- function deny-lists
-# Exact names, prefixes and suffixes, all lowercase, each with the reason shown to the agent.
-
-_Rule = tuple[str, str]
-
-_DUCKDB_EXACT: dict[str, str] = {
-    "glob": LISTS_FILES,
-    "duckdb_external_file_cache": LISTS_FILES,
-    "duckdb_temporary_files": LISTS_FILES,
-    "sniff_csv": FILES,
-    "parquet_metadata": FILES,
-    "parquet_schema": FILES,
-    "parquet_file_metadata": FILES,
-    "parquet_kv_metadata": FILES,
-    "parquet_full_metadata": FILES,
-    "parquet_bloom_probe": FILES,
-    "delta_scan": FILES,
-    "import_database": FILES,
-    "copy_database": WRITES,
-    "sqlite_attach": NETWORK,
-    "sqlite_query": NETWORK,
-    "postgres_attach": NETWORK,
-    "postgres_query": NETWORK,
-    "postgres_execute": NETWORK,
-    "getenv": ENV,
-    "current_setting": READS_SETTINGS,
-    "duckdb_settings": READS_SETTINGS,
-    "duckdb_secrets": READS_SETTINGS,
-    "which_secret": READS_SETTINGS,
-    "duckdb_logs": READS_SETTINGS,
-    "duckdb_logs_parsed": READS_SETTINGS,
-    "duckdb_log_contexts": READS_SETTINGS,
-    "duckdb_prepared_statements": READS_SETTINGS,
-    "duckdb_databases": PATHS,
-    "duckdb_extensions": PATHS,
-    "duckdb_variables": READS_SETTINGS,
-    "getvariable": READS_SETTINGS,
-    "query": DYNAMIC,
-    "query_table": DYNAMIC,
-    "json_execute_serialized_sql": DYNAMIC,
-    "from_substrait": DYNAMIC,
-    "from_substrait_json": DYNAMIC,
-    "checkpoint": WRITES,
-    "force_checkpoint": WRITES,
-    "truncate_duckdb_logs": WRITES,
-    "write_log": WRITES,
-    "verify_parallelism": SETTINGS,
-    "add_parquet_key": SETTINGS,
-    "setseed": SETTINGS,
-    "set_variable": SETTINGS,
-    "nextval": SEQUENCE,
-    "setval": SEQUENCE,
-    "load_extension": EXTENSIONS,
-    "install_extension": EXTENSIONS,
-    "load": EXTENSIONS,
-    "install": EXTENSIONS,
-    "pandas_scan": MEMORY,
-    "python_map_function": MEMORY,
-}
-_DUCKDB_PREFIX: list[_Rule] = [
-    ("read_", FILES),
-    ("iceberg_", FILES),
-    ("ducklake_", FILES),
-    ("st_read", FILES),
-    ("mysql_", NETWORK),
-    ("postgres_", NETWORK),
-    ("sqlite_scan", FILES),
-    ("http_", NETWORK),
-    ("enable_", SETTINGS),
-    ("disable_", SETTINGS),
-    ("arrow_scan", MEMORY),
-    ("python_", MEMORY),
-    ("create_external_resource", SETTINGS),
-    ("register_external_resource", SETTINGS),
-    ("deregister_external_resource", SETTINGS),
-    ("destroy_external_resource", SETTINGS),
-]
-_DUCKDB_SUFFIX: list[_Rule] = [("_scan", FILES)]
-# Read-only introspection `pragma_*` table functions; every other `pragma_*` is denied.
-_DUCKDB_PRAGMA_OK = frozenset(
-    {
-        "pragma_table_info",
-        "pragma_show",
-        "pragma_version",
-        "pragma_database_size",
-        "pragma_storage_info",
-        "pragma_collations",
-        "pragma_platform",
-        "pragma_metadata_info",
-        "pragma_user_agent",
-    }
-)
-
-_SQLITE_EXACT: dict[str, str] = {
-    "load_extension": EXTENSIONS,
-    "readfile": FILES,
-    "writefile": WRITES_FILES,
-    "edit": WRITES_FILES,
-    "fsdir": LISTS_FILES,
-    "lsmode": LISTS_FILES,
-    "zipfile": FILES,
-    "zipfile_cds": FILES,
-    "fts3_tokenizer": MEMORY,
-    "sqlite_dbpage": MEMORY,
-    "sqlite_dbdata": MEMORY,
-    "sqlite_dbptr": MEMORY,
-    "dbstat": MEMORY,
-    "eval": DYNAMIC,
-    "sha3_query": DYNAMIC,
-}
-_SQLITE_PREFIX: list[_Rule] = []
-_SQLITE_PRAGMA_OK = frozenset(
-    {
-        "pragma_table_info",
-        "pragma_table_xinfo",
-        "pragma_index_list",
-        "pragma_index_info",
-        "pragma_index_xinfo",
-        "pragma_foreign_key_list",
-    }
-)
-
-_POSTGRES_EXACT: dict[str, str] = {
-    "pg_read_file": FILES,
-    "pg_read_binary_file": FILES,
-    "pg_stat_file": FILES,
-    "pg_current_logfile": LISTS_FILES,
-    "pg_logdir_ls": LISTS_FILES,
-    "loread": FILES,
-    "lowrite": WRITES_FILES,
-    "set_config": SETTINGS,
-    "setseed": SETTINGS,
-    "pg_reload_conf": SERVER,
-    "pg_rotate_logfile": SERVER,
-    "pg_switch_wal": SERVER,
-    "pg_promote": SERVER,
-    "pg_create_restore_point": SERVER,
-    "pg_start_backup": SERVER,
-    "pg_stop_backup": SERVER,
-    "pg_import_system_collations": WRITES,
-    "pg_replication_slot_advance": SERVER,
-    "pg_log_backend_memory_contexts": SERVER,
-    "pg_terminate_backend": SESSIONS,
-    "pg_cancel_backend": SESSIONS,
-    "pg_notify": SESSIONS,
-    "nextval": SEQUENCE,
-    "setval": SEQUENCE,
-    "txid_current": WRITES,
-    "pg_current_xact_id": WRITES,
-    "query_to_xml": DYNAMIC,
-    "query_to_xmlschema": DYNAMIC,
-    "query_to_xml_and_xmlschema": DYNAMIC,
-    "ts_stat": DYNAMIC,
-    "ts_rewrite": DYNAMIC,
-}
-_POSTGRES_PREFIX: list[_Rule] = [
-    ("pg_ls_", LISTS_FILES),
-    ("pg_file_", WRITES_FILES),
-    ("lo_", FILES),
-    ("dblink", NETWORK),
-    ("pg_advisory_", LOCKS),
-    ("pg_try_advisory_", LOCKS),
-    ("pg_backup_", SERVER),
-    ("pg_wal_replay_", SERVER),
-    ("pg_create_", SERVER),
-    ("pg_drop_", SERVER),
-    ("pg_copy_", SERVER),
-    ("pg_logical_", SERVER),
-    ("pg_replication_origin_", SERVER),
-    ("pg_stat_reset", SERVER),
-    ("table_to_xml", DYNAMIC),
-    ("cursor_to_xml", DYNAMIC),
-    ("schema_to_xml", DYNAMIC),
-    ("database_to_xml", DYNAMIC),
-]
-
-
-# PostgreSQL server introspection: other sessions' statements (pg_stat_activity shows every
-# backend's current query, literals included, to any member of the same role) and server
-# internals. Refused unless a source opts in (`allow_introspection`); the statistics views
-# about tables (pg_stat_user_tables, pg_statio_*) stay allowed.
-_PG_INTROSPECTION_FUNCS: dict[str, str] = {
-    "pg_stat_get_activity": OTHER_SESSIONS,
-    "pg_stat_statements": OTHER_SESSIONS,
-    "pg_stat_statements_info": OTHER_SESSIONS,
-    "pg_lock_status": OTHER_SESSIONS,
-    "pg_blocking_pids": OTHER_SESSIONS,
-    "pg_safe_snapshot_blocking_pids": OTHER_SESSIONS,
-    "pg_isolation_test_session_is_blocked": OTHER_SESSIONS,
-    "pg_prepared_xact": OTHER_SESSIONS,
-    "pg_prepared_statement": OTHER_SESSIONS,
-    "pg_cursor": OTHER_SESSIONS,
-    "pg_stat_get_progress_info": OTHER_SESSIONS,
-    "pg_stat_get_wal_senders": OTHER_SESSIONS,
-    "pg_stat_get_wal_receiver": INTERNALS,
-    "pg_stat_get_subscription": INTERNALS,
-    "pg_stat_get_archiver": INTERNALS,
-    "pg_get_replication_slots": INTERNALS,
-    "pg_get_backend_memory_contexts": INTERNALS,
-    "pg_get_process_memory_contexts": INTERNALS,
-    "pg_get_shmem_allocations": INTERNALS,
-    "pg_get_shmem_allocations_numa": INTERNALS,
-    "pg_get_aios": INTERNALS,
-    "pg_show_all_settings": INTERNALS,
-    "pg_show_all_file_settings": INTERNALS,
-    "pg_hba_file_rules": INTERNALS,
-    "pg_ident_file_mappings": INTERNALS,
-    "pg_config": INTERNALS,
-    "pg_control_system": INTERNALS,
-    "pg_control_checkpoint": INTERNALS,
-    "pg_control_recovery": INTERNALS,
-    "pg_control_init": INTERNALS,
-}
-_PG_INTROSPECTION_PREFIX: list[_Rule] = [("pg_stat_get_backend_", OTHER_SESSIONS)]
-
-# Views (and tables) by name, in any schema: `pg_catalog.x`, `"x"`, `public.pg_stat_statements`.
-_INTROSPECTION_TABLES: dict[str, dict[str, str]] = {
-    "postgres": {
-        "pg_stat_activity": OTHER_SESSIONS,
-        "pg_stat_statements": OTHER_SESSIONS,
-        "pg_stat_statements_info": OTHER_SESSIONS,
-        "pg_locks": OTHER_SESSIONS,
-        "pg_prepared_xacts": OTHER_SESSIONS,
-        "pg_prepared_statements": OTHER_SESSIONS,
-        "pg_cursors": OTHER_SESSIONS,
-        "pg_stat_replication": OTHER_SESSIONS,
-        "pg_stat_ssl": OTHER_SESSIONS,
-        "pg_stat_gssapi": OTHER_SESSIONS,
-        "pg_stat_wal_receiver": INTERNALS,
-        "pg_stat_subscription": INTERNALS,
-        "pg_stat_archiver": INTERNALS,
-        "pg_replication_slots": INTERNALS,
-        "pg_backend_memory_contexts": INTERNALS,
-        "pg_shmem_allocations": INTERNALS,
-        "pg_shmem_allocations_numa": INTERNALS,
-        "pg_aios": INTERNALS,
-        "pg_settings": INTERNALS + "; read one setting with SHOW name or current_setting('name')",
-        "pg_file_settings": INTERNALS,
-        "pg_hba_file_rules": INTERNALS,
-        "pg_ident_file_mappings": INTERNALS,
-        "pg_config": INTERNALS,
-        "pg_authid": INTERNALS,
-        "pg_shadow": INTERNALS,
-        "pg_user_mapping": INTERNALS,
-        "pg_user_mappings": INTERNALS,
-    },
-    "duckdb": {
-        "duckdb_databases": PATHS,
-        "pragma_database_list": PATHS,
-        "pg_settings": READS_SETTINGS,
-        "pg_prepared_statements": READS_SETTINGS,
-    },
-    "sqlite": {},
-}
-_INTROSPECTION_TABLE_PREFIXES: dict[str, list[_Rule]] = {
-    "postgres": [("pg_stat_progress_", OTHER_SESSIONS)],
-}
-# Settings whose value is a path, a shell command or a connection string (which may hold a
-# password): refused in SHOW and current_setting() whatever the role may see.
-_PG_PATH_SETTINGS = frozenset(
-    {
-        "data_directory",
-        "config_file",
-        "hba_file",
-        "ident_file",
-        "external_pid_file",
-        "log_directory",
-        "log_filename",
-        "unix_socket_directories",
-        "unix_socket_directory",
-        "stats_temp_directory",
-        "ssl_cert_file",
-        "ssl_key_file",
-        "ssl_ca_file",
-        "ssl_crl_file",
-        "ssl_crl_dir",
-        "ssl_dh_params_file",
-        "ssl_passphrase_command",
-        "krb_server_keyfile",
-        "archive_command",
-        "archive_library",
-        "archive_cleanup_command",
-        "restore_command",
-        "recovery_end_command",
-        "primary_conninfo",
-        "primary_slot_name",
-        "promote_trigger_file",
-        "dynamic_library_path",
-        "local_preload_libraries",
-        "session_preload_libraries",
-        "shared_preload_libraries",
-        "extension_control_path",
-    }
-)
-
-
-@dataclass(frozen=True)
-class _DenyList:
-    exact: Mapping[str, str]
-    prefixes: list[_Rule]
-    suffixes: list[_Rule]
-    pragma_ok: frozenset[str] | None
-    """When set, `pragma_*` functions are denied unless listed here."""
-
-    def reason(self, name: str) -> str | None:
-        name = name.lower()
-        if name in self.exact:
-            return self.exact[name]
-        if self.pragma_ok is not None and name.startswith("pragma_"):
-            return None if name in self.pragma_ok else SETTINGS
-        for prefix, why in self.prefixes:
-            if name.startswith(prefix):
-                return why
-        for suffix, why in self.suffixes:
-            if name.endswith(suffix):
-                return why
-        return None
-
-
-# Denied names that an engine also accepts as a bare table name (SQLite: every one).
-_EPONYMOUS: dict[str, frozenset[str]] = {
-    "duckdb": frozenset({"duckdb_logs", "duckdb_logs_parsed", "duckdb_log_contexts"}),
-}
-
-_DENY = {
-    "duckdb": _DenyList(_DUCKDB_EXACT, _DUCKDB_PREFIX, _DUCKDB_SUFFIX, _DUCKDB_PRAGMA_OK),
-    "sqlite": _DenyList(_SQLITE_EXACT, _SQLITE_PREFIX, [], _SQLITE_PRAGMA_OK),
-    "postgres": _DenyList(_POSTGRES_EXACT, _POSTGRES_PREFIX, [], None),
-}
-
-
-@dataclass(frozen=True)
-class _Rules:
-    """Everything one check consults, fixed per (dialect, allow_introspection); immutable, so
-    concurrent checks in worker threads share it safely."""
-
-    dialect: str
-    deny: _DenyList
-    tables: Mapping[str, str]
-    """Table or view names refused in any schema (lowercase) -> reason."""
-    table_prefixes: list[_Rule]
-    introspection: bool
-    """PostgreSQL only: server introspection (other sessions, settings with paths) allowed."""
-
-    def table_reason(self, name: str) -> str | None:
-        name = name.lower()
-        if name in self.tables:
-            return self.tables[name]
-        for prefix, why in self.table_prefixes:
-            if name.startswith(prefix):
-                return why
-        return None
-
-
-def _make_rules(dialect: str, allow_introspection: bool) -> _Rules:
-    deny = _DENY[dialect]
-    tables = _INTROSPECTION_TABLES[dialect]
-    prefixes = _INTROSPECTION_TABLE_PREFIXES.get(dialect, [])
-    if dialect == "postgres" and not allow_introspection:
-        deny = _DenyList(
-            {**_POSTGRES_EXACT, **_PG_INTROSPECTION_FUNCS},
-            _POSTGRES_PREFIX + _PG_INTROSPECTION_PREFIX,
-            [],
-            None,
-        )
-    elif dialect == "postgres":
-        tables, prefixes = {}, []
-    return _Rules(dialect, deny, tables, prefixes, allow_introspection and dialect == "postgres")
-
-
-_RULES = {
-    (d, allow): _make_rules(d, allow)
-    for d in ("duckdb", "sqlite", "postgres")
-    for allow in (False, True)
-}
 
 # --------------------------------------------------------------------------- statements
 
@@ -803,7 +367,7 @@ def _check_read_only(sql: str, dialect: str, allow_introspection: bool) -> Check
     tokens = _single_statement(tokens)
     _check_nesting(tokens)
     text = sql[: tokens[-1].end + 1]
-    rules = _RULES[(dialect, bool(allow_introspection))]
+    rules = RULES[(dialect, bool(allow_introspection))]
     checked = _check_tokens(text, tokens, rules, nested=False)
     if dialect == "duckdb":
         _duckdb_agrees(_for_parsing(text, tokens, dialect), checked.kind)
@@ -1018,7 +582,7 @@ def _first_words(tokens: list[Token], n: int = 2) -> list[str]:
 
 
 def _check_tokens(
-    text: str, tokens: list[Token], rules: _Rules, *, nested: bool
+    text: str, tokens: list[Token], rules: Rules, *, nested: bool
 ) -> CheckedStatement:
     dialect = rules.dialect
     words = _first_words(tokens)
@@ -1165,7 +729,7 @@ def _check_show_target(rest: list[Token]) -> None:
             raise UnsafeSQL(_path_message(tok.text))
 
 
-def _check_pg_show(text: str, tokens: list[Token], rules: _Rules) -> CheckedStatement:
+def _check_pg_show(text: str, tokens: list[Token], rules: Rules) -> CheckedStatement:
     if len(tokens) < 2:
         raise UnsafeSQL("SHOW needs a setting name, e.g. SHOW work_mem")
     _check_show_target(tokens[1:])
@@ -1182,7 +746,7 @@ def _check_pg_show(text: str, tokens: list[Token], rules: _Rules) -> CheckedStat
     return CheckedStatement(sql=text, tree=tree, kind="show", pageable=False)
 
 
-def _check_explain(text: str, tokens: list[Token], rules: _Rules) -> CheckedStatement:
+def _check_explain(text: str, tokens: list[Token], rules: Rules) -> CheckedStatement:
     dialect = rules.dialect
     i = 1
     if dialect == "sqlite":
@@ -1218,7 +782,7 @@ def _check_explain(text: str, tokens: list[Token], rules: _Rules) -> CheckedStat
     return CheckedStatement(sql=text, tree=tree, kind="explain", pageable=False)
 
 
-def _walk(tree: exp.Expression, rules: _Rules) -> bool:
+def _walk(tree: exp.Expression, rules: Rules) -> bool:
     """Refuse any node that is not a read; return whether the statement is volatile.
 
     One breadth-first pass that also measures the tree's depth. Most nodes of a big
@@ -1316,7 +880,7 @@ def _level(parent: exp.Expr, flags: int, child: exp.Expr) -> int:
     return 1
 
 
-def _check_node(node: exp.Expr, tree: exp.Expression, rules: _Rules) -> bool:
+def _check_node(node: exp.Expr, tree: exp.Expression, rules: Rules) -> bool:
     """Refuse one node that may not be part of a read; return whether it is volatile."""
     if node is not tree and isinstance(node, (exp.Describe, exp.Show, exp.Summarize)):
         raise UnsafeSQL(f"{node.key.upper()} is only allowed as the whole statement")
@@ -1402,15 +966,15 @@ def _check_current_setting(node: exp.Func) -> None:
 
 
 def _check_setting_name(name: str) -> None:
-    if name in _PG_PATH_SETTINGS:
-        raise UnsafeSQL(f"setting {_clip(name)} is not allowed: {PATH_SETTING}; {_HINT}")
+    if name in PATH_SETTINGS:
+        raise UnsafeSQL(f"setting {_clip(name)} is not allowed: {PATH_SETTING}; {HINT}")
 
 
 def _table_message(name: str, why: str) -> str:
-    return f"table {_clip(name)} is not allowed: {why}; {_HINT}"
+    return f"table {_clip(name)} is not allowed: {why}; {HINT}"
 
 
-def _check_table_name(node: exp.Table, rules: _Rules) -> None:
+def _check_table_name(node: exp.Table, rules: Rules) -> None:
     """Names that are not plain tables: DuckDB file paths (replacement scans), table
     functions an engine lets you name without parentheses (SQLite eponymous virtual tables
     such as `pragma_database_list` or `fsdir`, DuckDB's `duckdb_logs` view), and
@@ -1426,7 +990,7 @@ def _check_table_name(node: exp.Table, rules: _Rules) -> None:
             if isinstance(ident, exp.Identifier) and _PATHLIKE.search(ident.name):
                 raise UnsafeSQL(_path_message(ident.name))
     lowered = name.lower()
-    if dialect == "sqlite" or lowered in _EPONYMOUS.get(dialect, ()):
+    if dialect == "sqlite" or lowered in EPONYMOUS.get(dialect, ()):
         why = rules.deny.reason(lowered)
         if why:
             raise UnsafeSQL(_table_message(name, why))
@@ -1443,17 +1007,17 @@ def _function_names(node: exp.Func) -> Iterable[str]:
 
 
 def _function_message(name: str, why: str) -> str:
-    return f"function {_clip(name)} is not allowed: {why}; {_HINT}"
+    return f"function {_clip(name)} is not allowed: {why}; {HINT}"
 
 
 def _path_message(name: str) -> str:
     return (
         f"table name {_clip(repr(name))} looks like a file path or URL, which DuckDB would "
-        f"read directly: {FILES}; {_HINT}"
+        f"read directly: {FILES}; {HINT}"
     )
 
 
-def _scan_tokens(tokens: list[Token], rules: _Rules) -> None:
+def _scan_tokens(tokens: list[Token], rules: Rules) -> None:
     """Second pass on tokens, independent of how sqlglot built the tree: any denied name
     followed by '(' is refused, and so is any introspection view's name anywhere.
 
