@@ -397,7 +397,10 @@ def test_near_misses_run_on_postgres() -> None:
 @pytest.fixture(scope="module")
 def duck() -> Any:
     con = duckdb.connect(":memory:")
-    con.execute("CREATE TABLE orders AS SELECT range AS order_id FROM range(3)")
+    con.execute(
+        "CREATE TABLE orders AS SELECT range AS order_id, range * 1.5 AS total, "
+        "TIMESTAMP '2024-01-01' + INTERVAL (range) DAY AS ordered_at FROM range(30)"
+    )
     yield con
     con.close()
 
@@ -405,8 +408,8 @@ def duck() -> Any:
 @pytest.fixture(scope="module")
 def lite() -> Any:
     con = sqlite3.connect(":memory:")
-    con.execute("CREATE TABLE orders (order_id INTEGER)")
-    con.execute("INSERT INTO orders VALUES (1), (2)")
+    con.execute("CREATE TABLE orders (order_id INTEGER, total REAL, ordered_at TEXT)")
+    con.execute("INSERT INTO orders VALUES (1, 1.5, '2024-01-01'), (2, 3.0, '2024-01-02')")
     yield con
     con.close()
 
@@ -470,3 +473,60 @@ def test_parameter_errors_are_clipped() -> None:
         bind_named(checked, {HUGE: 1}, "dollar")
     assert len(info.value.public_message) < 1_500
     assert "characters)" in info.value.public_message  # the cut is visible
+
+
+# --------------------------------------------------------------------------- flags on engines
+
+_FLAGGED = VOLATILE + STABLE + PERCENT
+
+
+def test_flag_corpora_run_on_duckdb_and_sqlite(duck: Any, lite: Any) -> None:
+    for dialect, sql in _FLAGGED:
+        # count(*) over it: the engine runs the statement (samples may well be empty)
+        # without fetching TIMESTAMPTZ values
+        wrapped = f"SELECT count(*) FROM ({check_read_only(sql, dialect).sql}) AS q"
+        if dialect == "duckdb":
+            duck.execute(wrapped).fetchall()
+        elif dialect == "sqlite":
+            lite.execute(wrapped).fetchall()
+
+
+def test_percent_limit_keeps_its_meaning_through_sqlglot(duck: Any) -> None:
+    """sqlglot writes `LIMIT 10%` back as `LIMIT 10 PERCENT`: DuckDB returns the same rows."""
+    for dialect, sql in PERCENT:
+        if dialect != "duckdb":
+            continue
+        checked = check_read_only(sql, dialect)
+        original = duck.execute(checked.sql).fetchall()
+        regenerated = duck.execute(checked.tree.sql(dialect="duckdb")).fetchall()
+        assert regenerated == original
+    rows = duck.execute("SELECT * FROM orders ORDER BY order_id LIMIT 10%").fetchall()
+    assert len(rows) == 3  # 10% of 30, not 10 rows
+
+
+@pytest.mark.postgres
+def test_flag_corpora_run_on_postgres() -> None:
+    dsn = service_env("WELLHEAD_TEST_PG_DSN", "PostgreSQL", ".ci/postgres.sh")
+    asyncpg = pytest.importorskip("asyncpg")
+
+    async def run() -> list[Any]:
+        con = await asyncpg.connect(dsn)
+        failed = []
+        try:
+            await con.execute("SET default_transaction_read_only = off")
+            await con.execute(
+                "CREATE TEMP TABLE orders AS SELECT g::bigint AS order_id, g * 1.5 AS total, "
+                "now() AS ordered_at FROM generate_series(1, 30) AS g"
+            )
+            for dialect, sql in _FLAGGED:
+                if dialect != "postgres" or "PERCENT" in sql:  # PostgreSQL has no PERCENT
+                    continue
+                try:
+                    await con.fetch(check_read_only(sql, dialect).sql)
+                except asyncpg.PostgresError as err:
+                    failed.append((sql, str(err)))
+        finally:
+            await con.close()
+        return failed
+
+    assert anyio.run(run) == []
