@@ -4,6 +4,12 @@ Any exception becomes an `isError` tool result carrying a stable error id that a
 in the log line, so an operator can find the traceback an agent reported. Wellhead's own
 errors and `ToolError`s raised on purpose keep their message; anything else is masked.
 The process never dies of a tool.
+
+Everything a caller chooses is bounded here, for every tool, plugins included: an error text
+fits `MAX_ERROR_BYTES` (well inside the smallest output budget, 1024 bytes), cut with an
+explicit marker; the log line names the tool as asked but cut, and its arguments are cut
+(`max_logged_argument_bytes`); metrics and the in-flight registry only ever see registered
+tool names, so invented names (`_unknown`) cannot grow them.
 """
 
 from __future__ import annotations
@@ -26,11 +32,27 @@ from mcp.types import CallToolRequestParams, TextContent
 from pydantic import ValidationError as PydanticValidationError
 
 from wellhead.errors import QueryCancelled, QueryTimeout, WellheadError
+from wellhead.guards.catalog import ToolCatalog
+from wellhead.observe.bounds import (
+    MAX_LOGGED_ARGUMENT_BYTES,
+    bound_arguments,
+    cut_middle,
+    cut_text,
+)
 from wellhead.observe.logs import emit_event
 from wellhead.observe.tracing import current_trace_id
 from wellhead.sql import encoding
 
 log = logging.getLogger("wellhead.calls")
+
+UNKNOWN_TOOL = "_unknown"
+"""The metric label and registry key of a call naming no tool its caller can see."""
+
+MAX_ERROR_BYTES = 900
+"""The most an error result's text takes (UTF-8, JSON included): under any output budget."""
+
+MAX_LOGGED_TOOL_NAME = 128
+"""A requested tool name longer than this is cut in log lines and audit events."""
 
 CallObserver = Callable[["CallRecord"], Awaitable[None] | None]
 """Called once per finished call; may be async (an audit hand-off that applies back-pressure)."""
@@ -38,7 +60,12 @@ CallObserver = Callable[["CallRecord"], Awaitable[None] | None]
 
 @dataclass
 class CallRecord:
-    """What one tool call did; the log line, the audit event and metrics are views of it."""
+    """What one tool call did; the log line, the audit event and metrics are views of it.
+
+    `tool_name` is the registered tool's name, or `_unknown` when the caller sees no tool of
+    the name it sent: safe as a metric label or map key. `requested_name` is the name sent,
+    cut to `MAX_LOGGED_TOOL_NAME` characters with a marker: it is what logs show.
+    """
 
     tool_name: str
     invocation_id: str
@@ -58,6 +85,7 @@ class CallRecord:
     error_kind: str | None = None
     trace_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    requested_name: str = ""
 
 
 class ToolFailure(Exception):
@@ -78,11 +106,15 @@ class CallGuard(Middleware):
         observers: list[CallObserver] | None = None,
         log_arguments: Callable[[dict[str, Any]], Any] | None = None,
         inflight: Any = None,
+        catalog: ToolCatalog | None = None,
+        max_logged_argument_bytes: int = MAX_LOGGED_ARGUMENT_BYTES,
     ) -> None:
         self.mask_error_details = mask_error_details
         self.observers = observers or []
         self.log_arguments = log_arguments
         self.inflight = inflight
+        self.catalog = catalog or ToolCatalog()
+        self.max_logged_argument_bytes = max_logged_argument_bytes
 
     async def on_call_tool(
         self,
@@ -90,6 +122,9 @@ class CallGuard(Middleware):
         call_next: CallNext[CallToolRequestParams, ToolResult],
     ) -> ToolResult:
         record = _new_record(context)
+        if context.fastmcp_context is not None:
+            facts = await self.catalog.facts(context)
+            record.tool_name = facts.name if facts is not None else UNKNOWN_TOOL
         if self.inflight is not None:
             self.inflight.enter(record.tool_name, record.invocation_id)
         token = _current_call.set(record)
@@ -103,8 +138,10 @@ class CallGuard(Middleware):
                 raise
             result = self._error_result(record, exc)
         else:
-            if result.is_error and record.outcome == "ok":
-                record.outcome = "tool_error"
+            if result.is_error:
+                if record.outcome == "ok":
+                    record.outcome = "tool_error"
+                result = _bounded_error(result)
             _measure(record, result)
         finally:
             _current_call.reset(token)
@@ -122,10 +159,8 @@ class CallGuard(Middleware):
                 exc_info=exc.__cause__ or exc,
                 extra={"error_id": record.error_id, "tool_name": record.tool_name},
             )
-        payload = {"error": kind, "message": message, "error_id": record.error_id}
-        return ToolResult(
-            content=[TextContent(type="text", text=encoding.dumps(payload))], is_error=True
-        )
+        text = error_text(kind, message, record.error_id)
+        return ToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
     async def _finish(self, record: CallRecord, result: ToolResult | None) -> None:
         if self.inflight is not None:
@@ -137,7 +172,9 @@ class CallGuard(Middleware):
         record.trace_id = current_trace_id()
         fields = call_event(record)
         if self.log_arguments is not None:
-            fields["arguments"] = self.log_arguments(record.arguments)
+            fields["arguments"] = bound_arguments(
+                self.log_arguments(record.arguments), self.max_logged_argument_bytes
+            )
         fields.update(record.extra)
         level = logging.INFO if record.outcome in ("ok", "tool_error") else logging.WARNING
         emit_event(log, level, "tool_call", fields)
@@ -154,7 +191,7 @@ def call_event(record: CallRecord) -> dict[str, Any]:
     """The `tool_call` event: the log line's fields, and the audit event's."""
     return {
         "event": "tool_call",
-        "tool_name": record.tool_name,
+        "tool_name": record.requested_name or record.tool_name,
         "invocation_id": record.invocation_id,
         "request_id": record.request_id,
         "session_id": record.session_id,
@@ -179,8 +216,10 @@ def _new_record(context: MiddlewareContext[CallToolRequestParams]) -> CallRecord
     request_id = session_id = transport = None
     if ctx is not None:
         request_id, session_id, transport = _context_ids(ctx)
+    name = message.name
     return CallRecord(
-        tool_name=message.name,
+        tool_name=name,
+        requested_name=cut_text(name, MAX_LOGGED_TOOL_NAME) if len(name) > 32 else name,
         invocation_id=os.urandom(16).hex(),  # as random as uuid4, a fifth of the cost
         request_id=request_id,
         session_id=session_id,
@@ -255,6 +294,41 @@ def _result_bytes(result: ToolResult) -> int:
     return sum(result_sizes(result))
 
 
+def error_text(kind: str, message: str, error_id: str | None) -> str:
+    """The JSON text of an error result, at most `MAX_ERROR_BYTES` UTF-8 bytes.
+
+    The message is cut in the middle when it must be (its start says what failed, its end
+    what to do), with a marker saying how much went: echoes of a caller's input (a megabyte
+    of SQL, a 4 KB tool name) end up cut, never sent back whole.
+    """
+    kind = cut_text(kind, 64)
+    payload = {"error": kind, "message": message, "error_id": error_id}
+    text = encoding.dumps(payload)
+    limit = MAX_ERROR_BYTES - (len(text.encode()) - len(encoding.dumps(message).encode()))
+    room = limit - 2  # the message's quotes
+    while len(text.encode()) > MAX_ERROR_BYTES and room > 0:
+        payload["message"] = cut_middle(message, room)
+        text = encoding.dumps(payload)
+        room = room * 9 // 10  # JSON escapes made it longer than its UTF-8 bytes: shrink
+    return text
+
+
+def _bounded_error(result: ToolResult) -> ToolResult:
+    """An error result a tool returned itself (not raised), its text cut to the error bound."""
+    texts = [block.text for block in result.content if isinstance(block, TextContent)]
+    joined = "\n".join(texts)
+    if len(joined) * 4 <= MAX_ERROR_BYTES or len(joined.encode()) <= MAX_ERROR_BYTES:
+        return result
+    others = [block for block in result.content if not isinstance(block, TextContent)]
+    text = cut_middle(joined, MAX_ERROR_BYTES)
+    return ToolResult(
+        content=[TextContent(type="text", text=text), *others],
+        structured_content=result.structured_content,
+        meta=result.meta,
+        is_error=True,
+    )
+
+
 _current_call: ContextVar[CallRecord | None] = ContextVar("wellhead_current_call", default=None)
 
 
@@ -269,8 +343,9 @@ def _argument_problems(exc: Exception) -> str:
     if not isinstance(source, PydanticValidationError):
         return str(exc) or "invalid arguments"
     problems = []
-    for error in source.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "arguments"
+    errors = source.errors()
+    for error in errors[:_MAX_ARGUMENT_PROBLEMS]:
+        where = cut_text(".".join(str(p) for p in error["loc"]) or "arguments", 80)
         message = error["msg"]
         if error["type"] == "unexpected_keyword_argument":
             message = "unknown argument; see the tool's input schema"
@@ -278,12 +353,17 @@ def _argument_problems(exc: Exception) -> str:
             message = "required argument is missing"
         got = error.get("input")
         shown = (
-            f" (got {got!r})"[:80]
+            f" (got {cut_text(repr(got), 80)})"
             if got is not None and error["type"] != "missing_argument"
             else ""
         )
-        problems.append(f"{where}: {message}{shown}")
+        problems.append(f"{where}: {cut_text(message, 200)}{shown}")
+    if len(errors) > _MAX_ARGUMENT_PROBLEMS:
+        problems.append(f"and {len(errors) - _MAX_ARGUMENT_PROBLEMS} more problems")
     return "invalid arguments: " + "; ".join(problems)
+
+
+_MAX_ARGUMENT_PROBLEMS = 5
 
 
 def _classify(exc: Exception, mask: bool) -> tuple[str, str, str, bool]:

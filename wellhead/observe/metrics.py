@@ -33,6 +33,12 @@ DURATION_BUCKETS = (
 )  # fmt: skip
 RESPONSE_BYTES_BUCKETS = tuple(float(2**k) for k in range(6, 26, 2))  # 64 B … 16 MiB
 
+UNKNOWN_LABEL = "_unknown"
+MAX_TOOL_LABELS = 1000
+"""Distinct `tool` label values a registry takes; later names are counted as `_unknown`."""
+MAX_LABEL_CHARS = 128
+"""A longer label value is never a tool name anyone registered: `_unknown`."""
+
 InFlightCounts = Callable[[], Mapping[str, int]]
 """Returns {tool: calls running now}; called at scrape time."""
 
@@ -45,7 +51,8 @@ class _InFlightCollector(Collector):
     calls the watchdog keeps anyway: no gauge to bump twice on every call. A tool once seen
     keeps its series (at 0) so dashboards do not see it vanish."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: Callable[[str], str]) -> None:
+        self._label = label
         self._lock = threading.Lock()
         self._probes: list[InFlightCounts] = []
         self._counted: dict[str, int] = {}
@@ -65,6 +72,7 @@ class _InFlightCollector(Collector):
             probes = list(self._probes)
         for probe in probes:
             for tool, running in probe().items():
+                tool = self._label(tool)
                 counts[tool] = counts.get(tool, 0) + running
         self._seen.update(counts)
         family = GaugeMetricFamily(
@@ -183,9 +191,11 @@ class Metrics:
             "Audit events that could not be written (should stay 0).",
             registry=r,
         )
+        self._tool_labels: set[str] = set()
+        self._label_lock = threading.Lock()
         self._pools = _PoolCollector()
         r.register(self._pools)
-        self._in_flight = _InFlightCollector()
+        self._in_flight = _InFlightCollector(self.tool_label)
         r.register(self._in_flight)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
@@ -195,6 +205,7 @@ class Metrics:
         self, tool: str, outcome: str, seconds: float, response_bytes: int | None = None
     ) -> None:
         """Count one finished call; response size only when a result was produced."""
+        tool = self.tool_label(tool)
         self._child(self.tool_calls, tool, outcome).inc()
         self._child(self.tool_duration, tool).observe(seconds)
         if response_bytes is not None:
@@ -203,6 +214,19 @@ class Metrics:
     def watch_in_flight(self, probe: InFlightCounts) -> None:
         """Count running calls at scrape time with `probe` (the watchdog's call registry)."""
         self._in_flight.watch(probe)
+
+    def tool_label(self, tool: str) -> str:
+        """`tool` as a label value, within a bounded set (the callers pass registered names;
+        this is the last line against one that does not, so /metrics cannot grow with them)."""
+        if tool in self._tool_labels:
+            return tool
+        if len(tool) > MAX_LABEL_CHARS:
+            return UNKNOWN_LABEL
+        with self._label_lock:
+            if len(self._tool_labels) >= MAX_TOOL_LABELS:
+                return UNKNOWN_LABEL
+            self._tool_labels.add(tool)
+        return tool
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(...)` resolves labels on every call; tool names repeat, so keep them."""
@@ -215,6 +239,7 @@ class Metrics:
     @contextmanager
     def in_flight(self, tool: str) -> Iterator[None]:
         """Count a call in flight for the duration of a block, even if it raises."""
+        tool = self.tool_label(tool)
         self._in_flight.add(tool, 1)
         try:
             yield
@@ -228,7 +253,7 @@ class Metrics:
         self.loop_lag_max.set(maximum)
 
     def loop_blocked_by(self, tools: Iterable[str]) -> None:
-        names = sorted(set(tools)) or ["none"]
+        names = sorted({self.tool_label(tool) for tool in tools}) or ["none"]
         for name in names:
             self.loop_blocked.labels(tool=name).inc()
 
