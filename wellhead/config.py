@@ -190,6 +190,11 @@ class LoggingConfig(_Strict):
     access_log: bool = Field(
         False, description="Also log one line per HTTP request (each tool call has its own line)."
     )
+    third_party_debug: bool = Field(
+        False,
+        description="At level DEBUG, also let libraries (fastmcp, mcp, sse_starlette, uvicorn, "
+        "httpx) log DEBUG lines; they print request and response bodies, SQL and rows included.",
+    )
 
 
 class SyslogConfig(_Strict):
