@@ -29,6 +29,7 @@ from typing import Any, Literal
 import anyio
 import anyio.to_thread
 
+from wellhead.observe.bounds import MAX_LOGGED_ARGUMENT_BYTES, bound_arguments
 from wellhead.observe.redact import redact_mapping
 
 logger = logging.getLogger("wellhead.audit")
@@ -73,6 +74,7 @@ class AuditSink:
         block_timeout: float = 10.0,
         on_drop: DropCallback | None = None,
         redact: bool = True,
+        max_argument_bytes: int = MAX_LOGGED_ARGUMENT_BYTES,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
@@ -80,6 +82,7 @@ class AuditSink:
         self._block_timeout = block_timeout
         self._on_drop = on_drop
         self._redact = redact
+        self._max_argument_bytes = max_argument_bytes  # a caller's arguments, cut and marked
         self._lock = threading.Lock()  # guards _closed against a concurrent put
         self._space = threading.Condition()
         self._closed = False
@@ -209,6 +212,8 @@ class AuditSink:
                 record = {"ts": utc_timestamp(), **record}
             if self._redact:
                 record = redact_mapping(record)
+            if record.get("arguments") is not None:
+                record["arguments"] = bound_arguments(record["arguments"], self._max_argument_bytes)
             line = json.dumps(
                 record, default=str, separators=(",", ":"), ensure_ascii=self.ensure_ascii
             )

@@ -14,9 +14,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from wellhead.observe.bounds import MAX_LOG_MESSAGE_BYTES, bound_value, cut_middle, cut_text
 from wellhead.observe.redact import STANDARD_RECORD_ATTRS, RedactingFilter, redact_event
 
 _RESERVED = ("fastmcp", "mcp", "uvicorn", "uvicorn.error", "uvicorn.access", "docket")
+
+_BODY_LOGGERS = ("fastmcp", "mcp", "sse_starlette", "uvicorn", "httpx", "httpcore", "docket")
+"""Libraries whose DEBUG lines print request or response bodies (SQL, rows, arguments)."""
 
 
 EVENT_FIELDS = "_wh_fields"
@@ -97,15 +101,59 @@ class _DropFastMCPToolErrors(logging.Filter):
         )
 
 
+class _ThirdPartyDebugFilter(logging.Filter):
+    """Drops DEBUG (and lower) records of every logger but wellhead's own.
+
+    At DEBUG, fastmcp, mcp and sse_starlette log whole messages (`chunk: b'event: message
+    data: {...rows...}'`), whatever `logging.arguments` says; wellhead's policy is the only
+    one that may decide what of a call is logged. `logging.third_party_debug` opts back in.
+    A handler filter, not logger levels: a library may set its own logger's level (fastmcp
+    does, from FASTMCP_LOG_LEVEL) after we configured it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.INFO:
+            return True
+        name = record.name
+        return name == "wellhead" or name.startswith("wellhead.")
+
+
+class _BoundingFilter(logging.Filter):
+    """Cuts a record's message, traceback and `extra` strings to a bound, with a marker.
+
+    Runs after redaction (a cut must not split a secret out of its pattern's reach). An
+    exception message may quote what a caller sent (a megabyte of SQL); a traceback keeps
+    its end, where the failing line is.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.__dict__.get("_wh_redacted"):
+            return True  # an event line: its fields were bounded where it was made
+        if isinstance(record.msg, str) and len(record.msg) * 4 > MAX_LOG_MESSAGE_BYTES:
+            record.msg = cut_text(record.msg, MAX_LOG_MESSAGE_BYTES)
+        if record.exc_text and len(record.exc_text) * 4 > MAX_LOG_MESSAGE_BYTES:
+            record.exc_text = cut_middle(
+                record.exc_text, MAX_LOG_MESSAGE_BYTES, MAX_LOG_MESSAGE_BYTES // 2
+            )
+        for key, value in record.__dict__.items():
+            if key not in STANDARD_RECORD_ATTRS and isinstance(value, str | bytes | list | dict):
+                record.__dict__[key] = bound_value(value)
+        return True
+
+
 class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Wellhead's own handler: JSON lines, FastMCP's duplicate tool errors dropped, secrets
-    redacted. It can also write an event line made without a `LogRecord` (`emit_event`)."""
+    redacted, libraries' DEBUG lines dropped (unless `third_party_debug`). It can also write
+    an event line made without a `LogRecord` (`emit_event`)."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, third_party_debug: bool = False) -> None:
         super().__init__(stream or sys.stderr)
         self.formatter: JsonLineFormatter = JsonLineFormatter()
+        if not third_party_debug:
+            self.addFilter(_ThirdPartyDebugFilter())
         self.addFilter(_DropFastMCPToolErrors())
         self.addFilter(RedactingFilter())
+        self.addFilter(_BoundingFilter())
         self._own_filters = list(self.filters)
 
     def writes_events_directly(self, level: int) -> bool:
@@ -124,8 +172,8 @@ class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.flush()
 
 
-def json_handler(stream: Any = None) -> logging.Handler:
-    return JsonLineHandler(stream)
+def json_handler(stream: Any = None, third_party_debug: bool = False) -> logging.Handler:
+    return JsonLineHandler(stream, third_party_debug)
 
 
 def emit_event(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
@@ -166,8 +214,13 @@ def _sole_handler(logger: logging.Logger) -> logging.Handler | None:
     return found[0] if len(found) == 1 else None
 
 
-def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+def configure_logging(
+    level: str = "INFO", stream: Any = None, third_party_debug: bool = False
+) -> None:
     """Send wellhead, fastmcp, mcp and uvicorn logs through one JSON handler.
+
+    `level` is wellhead's; libraries log at INFO or above unless `third_party_debug` (their
+    DEBUG lines print request and response bodies: SQL, rows, arguments).
 
     The JSON lines never show a record's source line, thread or process, so logging is
     told not to collect them (the optimisations the logging HOWTO lists): finding the
@@ -176,15 +229,22 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = json_handler(stream)
+    handler = json_handler(stream, third_party_debug)
+    numeric = logging.getLevelName(level) if isinstance(level, str) else int(level)
+    numeric = numeric if isinstance(numeric, int) else logging.INFO
+    libraries = numeric if third_party_debug else max(numeric, logging.INFO)
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(libraries)
     for name in _RESERVED:
         logger = logging.getLogger(name)
         for existing in list(logger.handlers):
             logger.removeHandler(existing)
         logger.propagate = True
+    for name in _BODY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level != logging.NOTSET and logger.level < libraries:
+            logger.setLevel(libraries)
     logging.getLogger("wellhead").setLevel(level)
