@@ -335,3 +335,20 @@ async def test_repeated_sql_is_checked_once(counted, monkeypatch):
         )
         assert all(row[1] == customer for row in page.rows)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 'é' || repeat('ü', 3) AS umlauts;",
+        "SELECT 'ü;' AS semicolon_in_text; -- ü",
+        "SELECT '日本語' AS cjk ;",
+        "SELECT '😀' AS emoji; /* ü */",
+        "/* ü */ SELECT 'ß' AS eszett",
+    ],
+)
+async def test_non_ascii_statements_with_trailing_semicolons(demo_db, sql):
+    async with client_for(settings_for(demo_db)) as client:
+        result = await client.call_tool("query", {"sql": sql}, raise_on_error=False)
+    assert not result.is_error, result.content[0].text
+    assert result.structured_content["row_count"] == 1

@@ -601,10 +601,13 @@ def _without_trailing_semicolons(sql: str) -> str:
     """
     tokens = duckdb.tokenize(sql)
     code = [pos for pos, kind in tokens if kind != duckdb.token_type.comment]
-    while code and sql[code[-1]] == ";":
+    raw = sql.encode()  # the tokenizer's positions are UTF-8 byte offsets
+    changed = False
+    while code and raw[code[-1] : code[-1] + 1] == b";":
         end = code.pop()
-        sql = sql[:end] + " " + sql[end + 1 :]
-    return sql
+        raw = raw[:end] + b" " + raw[end + 1 :]
+        changed = True
+    return raw.decode() if changed else sql
 
 
 def _is_nested(kind: str) -> bool:

@@ -49,8 +49,6 @@ _CACHE_ENTRIES = 512
 _CACHE_MAX_SQL_BYTES = 16_384
 """Longer statements are compiled every time: the cache stays small (at most ~8 MiB)."""
 _DEFAULT_MAX_SQL_BYTES = 131_072
-_NOTE_BYTES = 320
-"""Room for the one-line note of a page with more; those notes are shorter than this."""
 _LAST_NOTE_BYTES = 64
 """`Last page: rows 1001-1200.`"""
 NOT_FOUND = (
@@ -432,7 +430,7 @@ class QueryExecutor:
             names,
             cursor_bytes=cursor_bytes,
             source=request.source,
-            note_bytes=_NOTE_BYTES,
+            note_bytes=_note_bytes(offset, len(rows), request.total, engine_more, max_rows),
         )
         more = engine_more or len(kept) < len(rows)
 
@@ -584,8 +582,8 @@ class QueryExecutor:
         return int(batch.rows[0][0]) if batch.rows else None
 
 
-_CURSOR_KEY_BYTES = 40
-"""Around the cursor: `"next_cursor":"…"` in the JSON, `| next_cursor: ` in the text."""
+_CURSOR_KEY_BYTES = 4
+"""The cursor's quotes replace `null` in the JSON; the text rendering's overhead is smaller."""
 _MIN_ROW_ROOM = 64
 _TOO_DEEP = (
     "statement is too deeply nested for wellhead to check safely; simplify it (fewer nested "
@@ -620,6 +618,12 @@ def _note(
         "Pass next_cursor as `cursor` for the next page, or narrow the query "
         "(WHERE, fewer columns, GROUP BY, LIMIT)."
     )
+
+
+def _note_bytes(offset: int, rows: int, total: int | None, more_rows: bool, max_rows: int) -> int:
+    """The most bytes the note of a page with more can take (the widest numbers it may show)."""
+    widest = _note(offset, rows, total if total is not None else 10**15, True, more_rows, max_rows)
+    return len((widest or "").encode()) + 2
 
 
 def _without_wrapper_context(message: str) -> str:
