@@ -74,10 +74,13 @@ def _pathological() -> dict[str, str]:
 def test_redaction_is_linear_and_still_masks(name: str) -> None:
     text = _pathological()[name]
     assert len(text) >= 0.9 * MIB
-    started = time.perf_counter()
-    out = redact_text(text)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.2, f"{name}: {elapsed:.3f} s for {len(text):,} characters"
+    # CPU time, best of three: the bound is on redaction's work, not on a busy machine.
+    timings = []
+    for _ in range(3):
+        started = time.process_time()
+        out = redact_text(text)
+        timings.append(time.process_time() - started)
+    assert min(timings) < 0.2, f"{name}: {min(timings):.3f} s for {len(text):,} characters"
     assert SECRET not in out
     assert out.endswith("postgres://app:***@db.internal/x password=***")
 

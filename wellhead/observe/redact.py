@@ -110,14 +110,17 @@ def redact_text(s: str) -> str:
     ):
         return s
     if "://" in s and "@" in s:
-        s = _URL_CREDENTIALS.sub(lambda m: f"{m['prefix']}{MASK}@", s)
-        low = _lowered(s)
+        masked = _URL_CREDENTIALS.sub(lambda m: f"{m['prefix']}{MASK}@", s)
+        if masked != s:
+            s, low = masked, _lowered(masked)
     if "authorization" in low:
-        s = _sub_lowered(_AUTH_HEADER, s, low, lambda _: MASK)
-        low = _lowered(s)
+        masked = _sub_lowered(_AUTH_HEADER, s, low, lambda _: MASK)
+        if masked is not s:
+            s, low = masked, _lowered(masked)
     if "bearer" in low:
-        s = _sub_lowered(_BEARER, s, low, lambda _: MASK)
-        low = _lowered(s)
+        masked = _sub_lowered(_BEARER, s, low, lambda _: MASK)
+        if masked is not s:
+            s, low = masked, _lowered(masked)
     if ("=" in s or ":" in s) and any(hint in low for hint in _KEY_VALUE_HINTS):
         s = _mask_key_values(s, low)
     if _AWS_HINT.search(s):
