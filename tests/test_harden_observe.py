@@ -263,3 +263,17 @@ async def test_debug_logging_keeps_sql_and_rows_out(tmp_path: Path, arguments: s
     assert '"tool_call"' in log  # the server did log the call
     assert "narwhal42" not in log  # a literal of the SQL
     assert "zebraquagga" not in log  # a value of the rows
+
+
+def test_an_error_result_a_tool_returns_itself_is_cut_too() -> None:
+    from fastmcp.tools import ToolResult
+    from mcp.types import TextContent
+
+    from wellhead.guards.calls import _bounded_error
+
+    huge = ToolResult(content=[TextContent(type="text", text="E" * 100_000)], is_error=True)
+    bounded = _bounded_error(huge)
+    text = bounded.content[0].text  # type: ignore[union-attr]
+    assert bounded.is_error and len(text.encode()) <= MAX_ERROR_BYTES and "…[cut " in text
+    small = ToolResult(content=[TextContent(type="text", text="no such row")], is_error=True)
+    assert _bounded_error(small) is small
