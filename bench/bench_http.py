@@ -305,7 +305,13 @@ class Server:
     """One server process; `kind` is `wellhead` or `bare`."""
 
     def __init__(
-        self, kind: str, engine: Engine, run_dir: Path, cores: str | None, workers: int = 1
+        self,
+        kind: str,
+        engine: Engine,
+        run_dir: Path,
+        cores: str | None,
+        workers: int = 1,
+        redis_url: str | None = None,
     ) -> None:
         self.kind = kind
         port = free_port()
@@ -313,6 +319,12 @@ class Server:
         self.log = run_dir / f"{tag}.stderr.log"
         if kind == "wellhead":
             config = run_dir / f"{tag}.yaml"
+            extra: dict = {}
+            if redis_url:  # what several workers need: shared state, one cursor key
+                extra = {
+                    "state": {"backend": "redis", "redis_url": redis_url},
+                    "cursor": {"secret": "bench-http-cursor-secret-0123456789"},
+                }
             config.write_text(
                 json.dumps(  # JSON is YAML
                     {
@@ -321,6 +333,7 @@ class Server:
                         "logging": {"level": "INFO"},
                         "metrics": {"enabled": True},
                         "plugin_entry_points": False,
+                        **extra,
                     },
                     indent=2,
                 )
@@ -526,10 +539,17 @@ def main() -> int:
             print("  skipped: `wellhead serve --help` has no --workers flag on this checkout")
         elif not any(e.name == "sqlite" for e in selected):
             print("  skipped: needs the sqlite engine")
+        elif not os.environ.get("WELLHEAD_TEST_REDIS_URL"):
+            print(
+                "  skipped: several workers need Redis state; run `bash .ci/redis.sh start &&"
+                ' eval "$(bash .ci/redis.sh env)"`'
+            )
         else:
+            redis_url = os.environ["WELLHEAD_TEST_REDIS_URL"]
             print(
                 "  nothing pinned: the server processes get both cores and wrk shares them,"
-                " so wrk's own CPU is taken from the servers"
+                " so wrk's own CPU is taken from the servers; both runs with state in Redis"
+                " and a fixed cursor secret (required by --workers 2)"
             )
             engine = next(e for e in selected if e.name == "sqlite")
             print(
@@ -541,7 +561,9 @@ def main() -> int:
                 res = {}
                 try:
                     for workers in (1, 2):
-                        srv = Server("wellhead", engine, run_dir, None, workers=workers)
+                        srv = Server(
+                            "wellhead", engine, run_dir, None, workers=workers, redis_url=redis_url
+                        )
                         try:
                             if warmup > 0:
                                 wrk(srv.url, workload, 10, warmup, None, warmup=True)
