@@ -218,6 +218,8 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
             observers=runtime.observers,
             log_arguments=argument_policy(settings.logging.arguments),
             inflight=runtime.inflight,  # also counts wellhead_tool_in_flight
+            catalog=catalog,
+            max_logged_argument_bytes=limits.max_logged_argument_bytes,
         ),
         DeadlineGuard(
             limits.tool_timeout_s,
@@ -353,12 +355,22 @@ def _audit_sink(settings: Settings, metrics: Metrics) -> Any:
     audit = settings.audit
     if audit.path:
         sinks.append(
-            JsonlFileAuditSink(audit.path, audit.max_bytes, audit.backup_count, on_drop=dropped)
+            JsonlFileAuditSink(
+                audit.path,
+                audit.max_bytes,
+                audit.backup_count,
+                on_drop=dropped,
+                max_argument_bytes=settings.limits.max_logged_argument_bytes,
+            )
         )
     if audit.syslog:
         sinks.append(
             SyslogAuditSink(
-                audit.syslog.host, audit.syslog.port, audit.syslog.protocol, on_drop=dropped
+                audit.syslog.host,
+                audit.syslog.port,
+                audit.syslog.protocol,
+                on_drop=dropped,
+                max_argument_bytes=settings.limits.max_logged_argument_bytes,
             )
         )
     return sinks[0] if len(sinks) == 1 else MultiAuditSink(sinks)

@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return check(args)
         settings = settings_from(args)
-        configure_logging(settings.logging.level)
+        configure_logging(
+            settings.logging.level, third_party_debug=settings.logging.third_party_debug
+        )
         if args.command == "tools":
             return asyncio.run(print_tools(settings))
         return serve(settings, argv)
