@@ -282,18 +282,26 @@ class QueryExecutor:
     def _compile(self, source: Source, sql: str, names: tuple[str, ...]) -> CompiledStatement:
         try:
             checked = check_read_only(sql, source.dialect)
-            bound, slots = bind_named(
-                checked,
-                {name: _Slot(name) for name in names},
-                source.placeholder_style,  # type: ignore[arg-type]
-            )
             tree: exp.Expression | None = None
             first: PageTemplate | None = None
-            if checked.pageable:
+            if not names and not _has_markers(checked.tree):
+                # Nothing to bind: the checked text and tree are the statement as it runs
+                # (skips a re-lex and a re-parse, most of the cost of a long statement).
+                bound, slots = checked.sql, []
+                if checked.pageable:
+                    tree = checked.tree
+            else:
+                bound, slots = bind_named(
+                    checked,
+                    {name: _Slot(name) for name in names},
+                    source.placeholder_style,  # type: ignore[arg-type]
+                )
+            if checked.pageable and tree is None:
                 try:
                     tree = sqlglot.parse_one(bound, read=source.dialect)  # type: ignore[assignment]
                 except SqlglotError as exc:  # the checked text parsed; its bound twin must too
                     raise UnsafeSQL(f"could not re-parse the bound statement: {exc}") from None
+            if checked.pageable:
                 first = PageTemplate(tree, dialect=source.dialect, column_count=None)  # type: ignore[arg-type]
         except RecursionError:
             raise UnsafeSQL(_TOO_DEEP) from None
@@ -595,6 +603,11 @@ _VOLATILE_NOTE = (
     "up exactly; it has no next_cursor. Add LIMIT, or filter with a deterministic condition, "
     "to get a result that fits one page."
 )
+
+
+def _has_markers(tree: exp.Expression) -> bool:
+    """Any placeholder or parameter (`:name`, `?`, `$1`) in the tree: binding has work to do."""
+    return tree.find(exp.Placeholder, exp.Parameter) is not None
 
 
 def _clip(text: str, limit: int = 120) -> str:

@@ -174,10 +174,12 @@ class PageTemplate:
         self._user_offset = _literal_int(node.args.get("offset")) or 0
         self._dialect = dialect
         self._node = node
-        node = node.copy()
+        limit, offset = node.args.get("limit"), node.args.get("offset")
         node.set("limit", exp.Limit(expression=exp.Literal.number(_LIMIT_SENTINEL)))
         node.set("offset", exp.Offset(expression=exp.Literal.number(_OFFSET_SENTINEL)))
         text = node.sql(dialect=dialect)
+        node.set("limit", limit)  # put the statement's own window back (no second deep copy)
+        node.set("offset", offset)
         self._text: str | None = None
         if text.count(str(_LIMIT_SENTINEL)) == 1 and text.count(str(_OFFSET_SENTINEL)) == 1:
             self._text = text
