@@ -315,7 +315,7 @@ class Server:
     ) -> None:
         self.kind = kind
         port = free_port()
-        tag = f"{kind}-{engine.name}" + (f"-w{workers}" if workers > 1 else "")
+        tag = f"{kind}-{engine.name}" + ("" if cores else f"-unpinned-w{workers}")
         self.log = run_dir / f"{tag}.stderr.log"
         if kind == "wellhead":
             config = run_dir / f"{tag}.yaml"
