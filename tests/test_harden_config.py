@@ -35,10 +35,13 @@ DSN = f"postgresql://reader:{PASSWORD}@db.internal:5432/analytics"
 
 
 _MEASURED_CHECK = (
-    "import resource, sys\n"
+    "import re, sys\n"
     "from wellhead.cli import main\n"
     "code = main(['check', '--config', sys.argv[1]])\n"
-    "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    # VmHWM belongs to this process's own address space; ru_maxrss would carry over the
+    # peak of the (large) pytest process it was forked from.
+    "status = open('/proc/self/status').read()\n"
+    "peak = int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1))\n"
     "sys.stderr.write(f'\\npeak_kib={peak}')\n"
     "sys.exit(code)\n"
 )

@@ -395,8 +395,15 @@ class DuckDBSource(Source):
 
     # -- discovery -----------------------------------------------------------------
 
-    async def _internal(self, sql: str, params: Sequence[Value] = (), limit: int = 100_000) -> list:
-        batch = await self._run(sql, params, max_rows=limit, timeout=DISCOVERY_TIMEOUT, check=False)
+    async def _internal(
+        self, sql: str, params: Sequence[Value] = (), limit: int = 100_000, *, exact: bool = False
+    ) -> list:
+        """A catalog query of wellhead's own. Catalog columns are plain text and numbers, so
+        they skip the exact-value wrapper (a DESCRIBE round trip per query); samples of user
+        data (`exact=True`) keep it."""
+        batch = await self._run(
+            sql, params, max_rows=limit, timeout=DISCOVERY_TIMEOUT, check=False, exact=exact
+        )
         return batch.rows
 
     async def _entries(self) -> list[_Entry]:
@@ -467,7 +474,9 @@ class DuckDBSource(Source):
         samples: list[list[Value]] = []
         if sample_rows > 0:
             qualified = f"{quote_ident(entry.schema)}.{quote_ident(entry.name)}"
-            rows = await self._internal(f"SELECT * FROM {qualified} LIMIT {int(sample_rows)}")
+            rows = await self._internal(
+                f"SELECT * FROM {qualified} LIMIT {int(sample_rows)}", exact=True
+            )
             samples = [list(r) for r in rows]
         return TableDescription(
             table=entry.info, columns=columns, foreign_keys=foreign, sample_rows=samples
