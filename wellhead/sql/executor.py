@@ -284,6 +284,7 @@ class QueryExecutor:
             checked = check_read_only(sql, source.dialect)
             tree: exp.Expression | None = None
             first: PageTemplate | None = None
+            slots: list[str]
             if not names and not _has_markers(checked.tree):
                 # Nothing to bind: the checked text and tree are the statement as it runs
                 # (skips a re-lex and a re-parse, most of the cost of a long statement).
@@ -291,11 +292,12 @@ class QueryExecutor:
                 if checked.pageable:
                     tree = checked.tree
             else:
-                bound, slots = bind_named(
+                bound, markers = bind_named(
                     checked,
                     {name: _Slot(name) for name in names},
                     source.placeholder_style,  # type: ignore[arg-type]
                 )
+                slots = [marker.name for marker in markers if isinstance(marker, _Slot)]
             if checked.pageable and tree is None:
                 try:
                     tree = sqlglot.parse_one(bound, read=source.dialect)  # type: ignore[assignment]
@@ -308,7 +310,7 @@ class QueryExecutor:
         return CompiledStatement(
             checked=checked,
             sql=bound,
-            slots=[slot.name for slot in slots],  # type: ignore[attr-defined]
+            slots=slots,
             tree=tree,
             first=first,
         )
