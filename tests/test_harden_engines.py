@@ -140,9 +140,11 @@ async def test_duckdb_memory_hogs_fail_clearly_and_rss_stays_bounded(duck_server
             alive = await client.call_tool("query", {"sql": "SELECT count(*) FROM t"})
     assert "'s'" in error_of(wide)["message"]  # names the wide column
     assert alive.structured_content["rows"] == [[10]]
-    # 1 GB for DuckDB's buffers plus the interpreter: far from the 6 GiB seen without a limit.
+    # 1 GB for DuckDB's buffers plus the interpreter and what DuckDB allocates outside its
+    # buffer pool: 1.1-1.9 GiB seen from run to run (it depends on how its two threads
+    # interleave), far from the 6 GiB seen without a limit.
     print(f"duckdb hogs: peak RSS {rss.peak / MiB:.0f} MiB")
-    assert rss.peak < 1800 * MiB, f"peak RSS {rss.peak / MiB:.0f} MiB"
+    assert rss.peak < 2560 * MiB, f"peak RSS {rss.peak / MiB:.0f} MiB"
 
 
 SQLITE_MEMORY_HOGS = [
