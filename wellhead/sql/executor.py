@@ -76,17 +76,6 @@ class Page:
 
 
 @dataclass(frozen=True)
-class BoundStatement:
-    """A checked statement with its `:name` parameters turned into positional ones."""
-
-    checked: CheckedStatement
-    sql: str
-    tree: exp.Expression | None
-    """The bound statement parsed again, for paging; None when it is not pageable."""
-    values: list[Any]
-
-
-@dataclass(frozen=True)
 class PageRequest:
     tool: str
     source: str
@@ -225,15 +214,6 @@ class QueryExecutor:
             )
         return state
 
-    def check(self, source: Source, sql: str) -> CheckedStatement:
-        if not sql or not sql.strip():
-            raise InvalidRequest("sql is empty; pass one read-only SQL statement")
-        self._check_size(sql)
-        try:
-            return check_read_only(sql, source.dialect)
-        except RecursionError:
-            raise UnsafeSQL(_TOO_DEEP) from None
-
     async def run(self, request: PageRequest, on_progress: ProgressCallback | None = None) -> Page:
         limits = self.limits
         max_rows = request.max_rows or limits.default_rows_per_page
@@ -314,19 +294,6 @@ class QueryExecutor:
             tree=tree,
             first=first,
         )
-
-    def bind(
-        self, source: Source, checked: CheckedStatement, params: dict[str, Any]
-    ) -> BoundStatement:
-        """Bind one checked statement's parameters (for callers outside the page path)."""
-        sql, values = bind_named(checked, params, source.placeholder_style)  # type: ignore[arg-type]
-        tree: exp.Expression | None = None
-        if checked.pageable:
-            try:
-                tree = sqlglot.parse_one(sql, read=source.dialect)  # type: ignore[assignment]
-            except SqlglotError as exc:
-                raise UnsafeSQL(f"could not re-parse the bound statement: {exc}") from None
-        return BoundStatement(checked=checked, sql=sql, tree=tree, values=values)
 
     def _check_size(self, sql: str) -> None:
         limit = getattr(self.limits, "max_sql_bytes", _DEFAULT_MAX_SQL_BYTES)
