@@ -226,7 +226,7 @@ class SqlTool(Tool):
             name: engine_value(getattr(values, name), param, self._dialect)
             for name, param in self._config.parameters.items()
         }
-        return self._request(params)
+        return self._request(params, owner=caller_owner())
 
     def _continue(self, cursor: Any, arguments: dict[str, Any]) -> PageRequest:
         if not isinstance(cursor, str):
@@ -261,13 +261,18 @@ class SqlTool(Tool):
                     "same arguments with the cursor, or call without a cursor to start over"
                 )
         return self._request(
-            params, offset=state.offset, total=state.total, column_types=state.column_types
+            params,
+            owner=owner,
+            offset=state.offset,
+            total=state.total,
+            column_types=state.column_types,
         )
 
     def _request(
         self,
         params: dict[str, Any],
         *,
+        owner: str | None,
         offset: int = 0,
         total: int | None = None,
         column_types: list[str] | None = None,
@@ -281,7 +286,7 @@ class SqlTool(Tool):
             total=total,
             max_rows=self._config.max_rows,
             budget_bytes=self._config.budget_bytes,
-            owner=caller_owner(),
+            owner=owner,
             column_types=column_types,
         )
 
