@@ -3,8 +3,8 @@
 Nothing here holds module-level state: two `build_server` calls give two independent
 servers (own sources, metrics registry, stores), which is what tests and embedding need.
 
-Guards, outermost first: CallGuard (errors, log line, metrics, audit) → DeadlineGuard →
-BudgetGuard → OutputGuard (validation) → the tool.
+Guards, outermost first: CallGuard (errors, log line, metrics, audit) → QuotaGuard (when
+quotas are on) → DeadlineGuard → BudgetGuard → OutputGuard (validation) → the tool.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class Runtime:
     _watchdog: LoopWatchdog | None = None
     _tracer: Any = None
     _metrics_server: Any = None
+    _closers: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.metrics.watch_in_flight(self.inflight.counts)
@@ -115,6 +116,11 @@ class Runtime:
             shutdown_tracing(self._tracer)
         if self._metrics_server is not None:
             self._metrics_server.close()
+        for closer in self._closers:
+            try:
+                await closer()
+            except Exception:  # noqa: BLE001 - closing must go on for the others
+                log.exception("closing %r failed", closer)
         self.started = False
 
     async def readiness(self) -> dict[str, str]:
@@ -221,6 +227,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
             catalog=catalog,
             max_logged_argument_bytes=limits.max_logged_argument_bytes,
         ),
+        *_quota_guards(settings, runtime, catalog),
         DeadlineGuard(
             limits.tool_timeout_s,
             deadlines,
@@ -262,6 +269,24 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
     # schemas are looked up instead, as the SDK's own MCPServer does.
     mcp._mcp_server.get_tool_input_schema = header_schemas.get
     return mcp
+
+
+def _quota_guards(settings: Settings, runtime: Runtime, catalog: ToolCatalog) -> list[Any]:
+    """The quota guard when quotas are on (none at all when off: then they cost nothing)."""
+    from wellhead.guards.quotas import build_quota_guard
+
+    state = settings.state
+    guard = build_quota_guard(
+        settings.quotas,
+        state.redis_url if state.backend == "redis" else None,
+        runtime.metrics.registry,
+        runtime.metrics.tool_label,
+        catalog,
+    )
+    if guard is None:
+        return []
+    runtime._closers.append(guard.backend.aclose)
+    return [guard]
 
 
 async def tools_with_param_headers(mcp: FastMCP) -> dict[str, dict[str, Any]]:

@@ -238,6 +238,73 @@ class StateConfig(_Strict):
         return self
 
 
+class QuotaRule(_Strict):
+    """One tool's quota; a key left out inherits the `quotas` default, `null` lifts it."""
+
+    rate_per_s: float | None = Field(
+        None, gt=0, description="Calls per second a principal may make (token bucket refill)."
+    )
+    burst: int | None = Field(
+        None, ge=1, description="Bucket size: calls allowed at once after a quiet spell."
+    )
+    max_concurrent: int | None = Field(
+        None, ge=1, description="Calls of the tool a principal may have running at once."
+    )
+
+
+class QuotasConfig(_Strict):
+    """Per principal and per tool: a token bucket and a cap on running calls.
+
+    Shared through Redis (atomic scripts) when `state.backend` is redis, so replicas
+    enforce one limit; in memory otherwise.
+    """
+
+    enabled: bool = Field(False, description="Apply quotas to every tool call.")
+    rate_per_s: float | None = Field(
+        10.0, gt=0, description="Calls per second per principal and tool; null: no rate limit."
+    )
+    burst: int | None = Field(
+        None, ge=1, description="Bucket size per principal and tool; null: ceil(rate_per_s)."
+    )
+    max_concurrent: int | None = Field(
+        4, ge=1, description="Running calls per principal and tool; null: no cap."
+    )
+    per_tool: dict[str, QuotaRule] = Field(
+        default_factory=dict, description="Overrides by tool name (keys left out inherit)."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for quotas; null: state.redis_url when state.backend is redis, "
+        "else quotas are kept in this process's memory.",
+    )
+    key_prefix: str = Field(
+        "wellhead:quota", min_length=1, description="Prefix of the Redis keys quotas use."
+    )
+    on_backend_error: Literal["local", "open", "closed"] = Field(
+        "local",
+        description="Redis unreachable: local (each replica enforces the limits alone), open "
+        "(admit every call) or closed (refuse every call, retry-after given).",
+    )
+    backend_timeout_s: float = Field(
+        0.25, gt=0, description="Longest wait for Redis on a call before on_backend_error applies."
+    )
+    lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="A running call's slot expires this long after its replica last renewed "
+        "it (renewed every lease_s/3): a crashed replica frees its slots within lease_s.",
+    )
+    busy_retry_after_s: float = Field(
+        1.0, gt=0, description="Retry hint given when max_concurrent is reached."
+    )
+    max_tracked_keys: int = Field(
+        100_000,
+        ge=100,
+        description="In memory: (principal, tool) pairs tracked; the least recently seen "
+        "are forgotten past it.",
+    )
+
+
 class StaticToken(_Strict):
     client_id: str
     scopes: list[str] = Field(default_factory=list)
@@ -333,6 +400,9 @@ class Settings(_Strict):
     tracing: TracingConfig = TracingConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     state: StateConfig = StateConfig()
+    quotas: QuotasConfig = Field(
+        QuotasConfig(), description="Rate limits and concurrency caps per principal and tool."
+    )
     plugins: list[str] = Field(default_factory=list)
     plugin_entry_points: bool = Field(
         True, description="Also load plugins installed packages declare (group wellhead.plugins)."
