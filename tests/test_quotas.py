@@ -163,9 +163,7 @@ async def test_rate_limit_refuses_with_retry_after_a_log_line_and_a_metric(
     assert refused[0].retry_after_s == error["retry_after_s"]  # type: ignore[attr-defined]
     assert refused[0].error_id == error["error_id"]  # type: ignore[attr-defined]
     assert sample(runtime, "wellhead_quota_rejected_total", tool="nap", reason="rate") == 2
-    assert (
-        sample(runtime, "wellhead_tool_calls_total", tool="nap", outcome="rate_limited") == 2
-    )
+    assert sample(runtime, "wellhead_tool_calls_total", tool="nap", outcome="rate_limited") == 2
 
 
 async def test_concurrency_cap_refuses_at_once_and_frees_slots_however_calls_end(
@@ -217,9 +215,12 @@ async def test_a_tool_can_be_exempt_and_unknown_tools_are_not_metered(tiny_db: P
         ]
     assert not any(r.is_error for r in queries)
     assert all(error_of(r)["error"] == "unknown_tool" for r in unknown)
-    assert runtime.metrics.registry.get_sample_value(
-        "wellhead_quota_rejected_total", {"tool": "_unknown", "reason": "rate"}
-    ) is None
+    assert (
+        runtime.metrics.registry.get_sample_value(
+            "wellhead_quota_rejected_total", {"tool": "_unknown", "reason": "rate"}
+        )
+        is None
+    )
 
 
 # -- Redis ----------------------------------------------------------------------------------
