@@ -202,6 +202,26 @@ async def test_concurrency_cap_refuses_at_once_and_frees_slots_however_calls_end
     assert sample(runtime, "wellhead_quota_rejected_total", **reason) == 1
 
 
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_call_the_client_cancels_gives_its_slot_back(tiny_db: Path, backend: str) -> None:
+    quotas: dict[str, Any] = {"rate_per_s": None, "max_concurrent": 1}
+    if backend == "redis":
+        quotas.update(redis_url=redis_url(), key_prefix=unique_prefix())
+    client, _ = served(settings(tiny_db, quotas))
+    async with client:
+        long_call = asyncio.create_task(client.call_tool("nap", {"seconds": 30}))
+        await asyncio.sleep(0.2)
+        assert error_of(await client.call_tool("nap", {}, raise_on_error=False))["reason"] == (
+            "concurrency"
+        )
+        long_call.cancel()  # the client sends notifications/cancelled
+        deadline = time.monotonic() + 5
+        while (result := await client.call_tool("nap", {}, raise_on_error=False)).is_error:
+            assert error_of(result)["reason"] == "concurrency"
+            assert time.monotonic() < deadline, "the cancelled call kept its slot"
+            await asyncio.sleep(0.05)
+
+
 async def test_a_tool_can_be_exempt_and_unknown_tools_are_not_metered(tiny_db: Path) -> None:
     config = settings(
         tiny_db,

@@ -242,13 +242,22 @@ class QuotaRule(_Strict):
     """One tool's quota; a key left out inherits the `quotas` default, `null` lifts it."""
 
     rate_per_s: float | None = Field(
-        None, gt=0, description="Calls per second a principal may make (token bucket refill)."
+        None,
+        gt=0,
+        description="Calls per second a principal may make (the bucket's refill); left out: "
+        "quotas.rate_per_s; null: no rate limit.",
     )
     burst: int | None = Field(
-        None, ge=1, description="Bucket size: calls allowed at once after a quiet spell."
+        None,
+        ge=1,
+        description="Calls allowed in a row after a quiet spell (the bucket's size); left out: "
+        "quotas.burst.",
     )
     max_concurrent: int | None = Field(
-        None, ge=1, description="Calls of the tool a principal may have running at once."
+        None,
+        ge=1,
+        description="Calls of the tool a principal may have running at once; left out: "
+        "quotas.max_concurrent; null: no cap.",
     )
 
 
@@ -300,8 +309,8 @@ class QuotasConfig(_Strict):
     max_tracked_keys: int = Field(
         100_000,
         ge=100,
-        description="In memory: (principal, tool) pairs tracked; the least recently seen "
-        "are forgotten past it.",
+        description="In memory (and in the local fallback): (principal, tool) pairs tracked; "
+        "past it the least recently seen idle ones are forgotten (their buckets refill).",
     )
 
 
