@@ -191,8 +191,10 @@ def main() -> int:
     parser.add_argument("--http", action="store_true", help="over HTTP, a process per side")
     args = parser.parse_args()
     configure_logging("WARNING")  # no tool_call lines: the same on every side
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
     asyncio.run(run(args.rounds, args.per_round, args.redis_url, args.http))
     admission_alone()
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 
 
