@@ -54,6 +54,10 @@ def served(config: Settings) -> tuple[Client, Any]:
     return Client(build_server(config, runtime)), runtime
 
 
+def build_server_client(config: Settings) -> Client:
+    return Client(build_server(config))
+
+
 def sample(runtime: Any, name: str, **labels: str) -> float:
     value = runtime.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else float(value)
@@ -110,6 +114,17 @@ def test_quotas_off_put_no_guard_in_the_chain(tiny_db: Path) -> None:
 
     assert QuotaGuard not in guards(off)
     assert QuotaGuard in guards(on)
+
+
+async def test_per_tool_entries_naming_no_served_tool_are_reported(
+    tiny_db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    quotas = {"per_tool": {"nap": {"burst": 2}, "qeury": {"rate_per_s": 1}}}
+    caplog.set_level(logging.WARNING, logger="wellhead.quotas")
+    async with build_server_client(settings(tiny_db, quotas)):
+        pass
+    warnings = [r.getMessage() for r in caplog.records if r.name == "wellhead.quotas"]
+    assert len(warnings) == 1 and "(qeury)" in warnings[0]
 
 
 # -- the in-memory bucket and cap ---------------------------------------------------------

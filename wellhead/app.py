@@ -205,6 +205,10 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
     async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         await runtime.start()
         header_schemas.update(await tools_with_param_headers(server))
+        if settings.quotas.enabled and settings.quotas.per_tool:
+            from wellhead.guards.quotas import warn_unknown_tools
+
+            warn_unknown_tools(settings.quotas, await super(FastMCP, server).list_tools())
         try:
             yield {"runtime": runtime}
         finally:
@@ -282,6 +286,7 @@ def _quota_guards(settings: Settings, runtime: Runtime, catalog: ToolCatalog) ->
         runtime.metrics.registry,
         runtime.metrics.tool_label,
         catalog,
+        workers=settings.server.workers,
     )
     if guard is None:
         return []

@@ -451,18 +451,38 @@ class QuotaGuard(Middleware):
         )
 
 
+def warn_unknown_tools(config: QuotasConfig, tools: Any) -> None:
+    """A `per_tool` entry naming no served tool applies to nothing: say so at start-up."""
+    served = {str(getattr(tool, "name", tool)) for tool in tools}
+    unknown = sorted(set(config.per_tool) - served)
+    if unknown:
+        log.warning(
+            "quotas.per_tool names tools this server does not serve (%s); those entries "
+            "apply to nothing: check the spelling",
+            ", ".join(unknown),
+            extra={"unknown_tools": unknown},
+        )
+
+
 def build_quota_guard(
     config: QuotasConfig,
     state_redis_url: str | None,
     registry: CollectorRegistry,
     label: Any = str,
     catalog: ToolCatalog | None = None,
+    workers: int = 1,
 ) -> QuotaGuard | None:
     """The guard for these settings, or None when quotas are off (then they cost nothing)."""
     if not config.enabled:
         return None
     fallback = MemoryBackend(config.max_tracked_keys)
     url = config.redis_url or state_redis_url
+    if not url and workers > 1:
+        log.warning(
+            "quotas are kept in memory, so each of the %d worker processes enforces its own "
+            "limits; use state.backend redis (or quotas.redis_url) for one limit",
+            workers,
+        )
     backend: Backend = RedisBackend(url, config) if url else fallback
     return QuotaGuard(
         config,
