@@ -262,8 +262,11 @@ async def test_a_tool_can_be_exempt_and_unknown_tools_are_not_metered(tiny_db: P
 
 
 async def test_two_servers_on_one_redis_share_one_bucket(tiny_db: Path) -> None:
+    import redis.asyncio as redis
+
     url = redis_url()
-    quotas = {"rate_per_s": 0.01, "burst": 4, "key_prefix": unique_prefix()}
+    prefix = unique_prefix()
+    quotas = {"rate_per_s": 0.01, "burst": 4, "key_prefix": prefix}
     extra = {"state": {"backend": "redis", "redis_url": url}}
     first, _ = served(settings(tiny_db, quotas, **extra))
     second, _ = served(settings(tiny_db, quotas, **extra))
@@ -274,6 +277,14 @@ async def test_two_servers_on_one_redis_share_one_bucket(tiny_db: Path) -> None:
             results.append(await client.call_tool("nap", {}, raise_on_error=False))
     assert sum(not r.is_error for r in results) == 4
     assert all(error_of(r)["retry_after_s"] > 90 for r in results[4:])  # 1 token per 100 s
+    # Every key quotas wrote expires on its own (the bucket once it would be full again, the
+    # slots once their leases are over): nothing accumulates in Redis.
+    async with redis.Redis.from_url(url) as direct:
+        keys = [key async for key in direct.scan_iter(match=f"{prefix}:*")]
+        assert keys, "the quota keys were not found"
+        ttls = [await direct.pttl(key) for key in keys]
+        await direct.delete(*keys)
+    assert all(0 < ttl <= 401_000 for ttl in ttls), ttls
 
 
 async def test_redis_slot_leases_are_renewed_while_held_and_expire_when_not(

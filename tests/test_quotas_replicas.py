@@ -95,6 +95,12 @@ async def call(client: Client, tool: str, arguments: dict[str, Any] | None = Non
     return await client.call_tool(tool, arguments or {}, raise_on_error=False)
 
 
+async def timed(client: Client, tool: str, arguments: dict[str, Any]) -> tuple[Any, float]:
+    started = time.monotonic()
+    result = await call(client, tool, arguments)
+    return result, time.monotonic() - started
+
+
 async def test_three_replicas_enforce_one_quota(replicas: list[ServerProcess]) -> None:
     first, second, third = alice = clients(replicas, ALICE)
     bob = clients(replicas, BOB)
@@ -114,22 +120,23 @@ async def test_three_replicas_enforce_one_quota(replicas: list[ServerProcess]) -
         assert [r.is_error for r in bob_results] == [False] * BURST + [True]
 
         # -- the cap: 6 naps at once (2 per replica), longer than the lease; 2 run.
-        started = time.monotonic()
         naps = [
-            asyncio.create_task(call(alice[i % 3], "nap", {"seconds": 2 * LEASE_S}))
+            asyncio.create_task(timed(alice[i % 3], "nap", {"seconds": 2 * LEASE_S}))
             for i in range(6)
         ]
         await asyncio.sleep(LEASE_S * 1.4)  # past one lease: held only because it is renewed
         late = await call(third, "nap")
         done = await asyncio.gather(*naps)
-        busy = [error_of(r) for r in done if r.is_error]
-        assert sum(not r.is_error for r in done) == NAP_CAP
+        ran = [seconds for r, seconds in done if not r.is_error]
+        busy = [error_of(r) for r, _ in done if r.is_error]
+        assert len(ran) == NAP_CAP and min(ran) >= 2 * LEASE_S
         assert len(busy) == 6 - NAP_CAP
+        # Refused at once, never queued behind the running naps.
+        assert max(seconds for r, seconds in done if r.is_error) < LEASE_S
         assert all(
             e["reason"] == "concurrency" and e["retry_after_s"] == BUSY_RETRY_S for e in busy
         )
         assert error_of(late)["reason"] == "concurrency"
-        assert time.monotonic() - started < 2 * LEASE_S + 2
         # The slots are free again once the naps end, on every replica.
         assert not any([(await call(c, "nap")).is_error for c in alice])
 
@@ -187,7 +194,7 @@ async def test_a_killed_replica_gives_its_slots_back_within_the_lease(
                 if not result.is_error:
                     break
                 assert error_of(result)["reason"] == "concurrency"
-                assert time.monotonic() - killed_at < LEASE_S + 1.0, "the slot leaked"
+                assert time.monotonic() - killed_at < LEASE_S + 2.0, "the slot leaked"
                 await asyncio.sleep(0.1)
             freed_after = time.monotonic() - killed_at
             # The survivor's slot is still held (renewed): one slot came back, not two.
@@ -202,4 +209,5 @@ async def test_a_killed_replica_gives_its_slots_back_within_the_lease(
             await a.__aexit__(None, None, None)
         except Exception:  # noqa: BLE001 - its server is dead; closing the session fails
             pass
-    assert 0 < freed_after < LEASE_S + 1.0
+    # Freed by expiry: at most lease_s after the last renewal (every lease_s / 3).
+    assert 0 < freed_after < LEASE_S + 2.0
