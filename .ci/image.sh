@@ -80,14 +80,19 @@ short-name-mode = "permissive"
 EOF
 }
 
-# A stand-in is rebuilt when this script (which defines it) changes or it is missing.
-fresh() {
-    local stamp="$DIR/bases/$1.stamp" ref="$2"
-    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(sha256sum "$0" | cut -d' ' -f1)" ] &&
-        podman image exists "$ref"
+# A stand-in is rebuilt when its recipe (the function that builds it, the package list, the
+# names) changes or it is missing from storage.
+recipe() {
+    { declare -f "$1_base"; echo "${RUNTIME_DEBS[*]} $BUILDER_REF $RUNTIME_REF"; } |
+        sha256sum | cut -d' ' -f1
 }
 
-stamp() { sha256sum "$0" | cut -d' ' -f1 >"$DIR/bases/$1.stamp"; }
+fresh() {
+    local stamp="$DIR/bases/$1.stamp" ref="$2"
+    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(recipe "$1")" ] && podman image exists "$ref"
+}
+
+stamp() { recipe "$1" >"$DIR/bases/$1.stamp"; }
 
 builder_base() {
     fresh builder "$BUILDER_REF" && return
