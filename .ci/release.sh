@@ -30,12 +30,17 @@ python -m build --sdist --wheel --outdir "$DIR/dist" "$ROOT" >"$DIR/build.log" 2
 }
 t1=$(date +%s)
 
-# A clean venv from the system interpreter, nothing of the repo's environment in it; the
-# wheel's dependencies held to the versions CI tested.
+# A clean venv from the system interpreter, nothing of the repo's environment in it (no
+# PYTHONPATH, run from /, so pip cannot mistake the source tree for an installed wellhead);
+# the wheel's dependencies held to the versions CI tested.
 python3 -m venv "$DIR/venv"
-"$DIR/venv/bin/python" -m pip install --quiet --constraint deploy/constraints.txt \
-    "$DIR"/dist/wellhead-*.whl 2>&1 | grep -v "^WARNING: Location" || true
-"$DIR/venv/bin/python" -c "import wellhead" # fails the step when the install failed
+if ! (cd / && env -u PYTHONPATH "$DIR/venv/bin/python" -m pip install \
+    --constraint "$ROOT/deploy/constraints.txt" "$DIR"/dist/wellhead-*.whl) \
+    >"$DIR/install.log" 2>&1; then
+    grep -v "^WARNING: Location" "$DIR/install.log" >&2
+    echo "release.sh: installing the wheel failed" >&2
+    exit 1
+fi
 t2=$(date +%s)
 
 # Serve from a directory outside the repo so nothing but the installed wheel can be imported;

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from fastmcp import Client
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 from tests.helpers import service_env
 
@@ -58,7 +59,7 @@ def test_the_wheel_holds_the_package_and_its_metadata() -> None:
     assert "wellhead/cli.py" in names and "wellhead/demo/build.py" in names
     assert not [n for n in names if n.startswith(("tests/", "deploy/", "bench/"))]
     assert (metadata["Name"], metadata["Version"]) == ("wellhead", meta["version"])
-    assert metadata["Requires-Python"] == meta["requires-python"]
+    assert SpecifierSet(metadata["Requires-Python"]) == SpecifierSet(meta["requires-python"])
     required = {str(Requirement(r)) for r in metadata.get_all("Requires-Dist") or []}
     for spec in meta["dependencies"]:  # type: ignore[attr-defined]
         assert str(Requirement(spec)) in required, spec
