@@ -3,7 +3,9 @@
 #   .ci/image.sh [all]     install tools, build stand-in bases, build, run, test, stop (CI)
 #   .ci/image.sh bases     only the stand-in base images
 #   .ci/image.sh build     bases + the wellhead image
-#   .ci/image.sh run|stop  start / stop the container (HTTP on 127.0.0.1:$PORT)
+#   .ci/image.sh run|stop  start / stop the containers: the demo on 127.0.0.1:$PORT and, when
+#                          PostgreSQL and Redis are up, the default command on :8000 with
+#                          the Kubernetes ConfigMap's config
 #   .ci/image.sh env       the variables tests/test_image.py reads
 #
 # The base images cannot be pulled here (only Debian's and the language registries are
@@ -185,7 +187,7 @@ build() {
 }
 
 stop() {
-    podman rm --force --time 5 "$NAME" >/dev/null 2>&1 || true
+    podman rm --force --time 5 "$NAME" "$NAME-k8s" >/dev/null 2>&1 || true
 }
 
 run() {
@@ -213,10 +215,49 @@ EOF
     return 1
 }
 
+# The image's default command (HTTP on 0.0.0.0:8000, /etc/wellhead/wellhead.yaml) with the
+# config Kubernetes would mount: the ConfigMap rendered from the Redis overlay, its variables
+# pointing at the PostgreSQL and Redis that .ci/run started.
+run_k8s() {
+    if [ -z "${WELLHEAD_TEST_PG_DSN:-}" ] || [ -z "${WELLHEAD_TEST_REDIS_URL:-}" ]; then
+        log "WELLHEAD_TEST_PG_DSN / WELLHEAD_TEST_REDIS_URL not set: not starting $NAME-k8s"
+        return 0
+    fi
+    mkdir -p "$DIR/k8s"
+    kubectl kustomize deploy/kubernetes/overlays/redis | python -c '
+import sys, yaml
+(cm,) = [d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "ConfigMap"]
+sys.stdout.write(cm["data"]["wellhead.yaml"])' >"$DIR/k8s/wellhead.yaml"
+    podman run --detach --name "$NAME-k8s" --network host --read-only \
+        --tmpfs /tmp:rw,size=256m,mode=1777 --cap-drop ALL --security-opt no-new-privileges \
+        --volume "$DIR/k8s/wellhead.yaml:/etc/wellhead/wellhead.yaml:ro" \
+        --env WELLHEAD_WAREHOUSE_DSN="$WELLHEAD_TEST_PG_DSN" \
+        --env WELLHEAD_REDIS_URL="$WELLHEAD_TEST_REDIS_URL" \
+        --env WELLHEAD_CURSOR_SECRET="image-ci-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+        "$IMAGE" >/dev/null
+    for _ in $(seq 1 120); do
+        if python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=1)" \
+            2>/dev/null; then
+            return 0
+        fi
+        if [ "$(podman inspect --format '{{.State.Running}}' "$NAME-k8s" 2>/dev/null)" != true ]; then
+            break
+        fi
+        sleep 0.5
+    done
+    log "$NAME-k8s did not become ready; its log:"
+    podman logs "$NAME-k8s" >&2 || true
+    return 1
+}
+
 env_vars() {
     echo "export WELLHEAD_TEST_IMAGE=$IMAGE"
     echo "export WELLHEAD_TEST_IMAGE_URL=http://127.0.0.1:$PORT"
     echo "export WELLHEAD_TEST_IMAGE_CONTAINER=$NAME"
+    if podman container exists "$NAME-k8s" 2>/dev/null; then
+        echo "export WELLHEAD_TEST_IMAGE_K8S_URL=http://127.0.0.1:8000"
+        echo "export WELLHEAD_TEST_IMAGE_K8S_CONTAINER=$NAME-k8s"
+    fi
     echo "export CONTAINERS_STORAGE_CONF=$CONTAINERS_STORAGE_CONF"
     echo "export CONTAINERS_CONF=$CONTAINERS_CONF"
     echo "export CONTAINERS_REGISTRIES_CONF=$CONTAINERS_REGISTRIES_CONF"
@@ -231,6 +272,7 @@ all)
     build
     t2=$(date +%s)
     run
+    run_k8s
     t3=$(date +%s)
     eval "$(env_vars)"
     python -m pytest -q tests/test_image.py
@@ -240,7 +282,7 @@ all)
     ;;
 bases) bases ;;
 build) build ;;
-run) tools && run ;;
+run) tools && run && run_k8s ;;
 stop) tools && stop ;;
 env) env_vars ;;
 *)

@@ -179,3 +179,37 @@ def test_installed_packages_are_exactly_the_tested_pins() -> None:
     for required in ("fastmcp", "mcp", "duckdb", "asyncpg", "redis", "uvicorn", "pydantic"):
         assert required in dists
     assert found["py"] > 1000 and not found["missing"], found["missing"]
+
+
+def k8s_env() -> tuple[str, str]:
+    script = ".ci/image.sh (with PostgreSQL and Redis started)"
+    url = service_env("WELLHEAD_TEST_IMAGE_K8S_URL", "the image with the Kubernetes config", script)
+    container = service_env(
+        "WELLHEAD_TEST_IMAGE_K8S_CONTAINER", "the image with the Kubernetes config", script
+    )
+    return url, container
+
+
+async def test_the_default_command_serves_the_kubernetes_config() -> None:
+    """The image as the Deployment runs it: its own CMD (0.0.0.0:8000, the mounted
+    /etc/wellhead/wellhead.yaml), the ConfigMap rendered from the Redis overlay, a real
+    PostgreSQL source and Redis state; stateless HTTP, so every request stands alone."""
+    url, container = k8s_env()
+    top = podman("top", container, "huser", "args").stdout
+    assert "serve --transport http --host 0.0.0.0 --port 8000" in top
+    assert "--config /etc/wellhead/wellhead.yaml" in top
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        ready = await http.get("/readyz")  # pings the PostgreSQL source and Redis
+        assert ready.status_code == 200, ready.text
+    async with Client(f"{url}/mcp") as client:
+        result = await client.call_tool(
+            "query", {"sql": "SELECT current_user AS who, 41 + 1 AS answer"}
+        )
+        assert not result.is_error, result.content
+        assert result.structured_content["rows"][0][1] == 42
+        # The source is the read-only role from the Secret's DSN, not a superuser.
+        assert result.structured_content["rows"][0][0] != "postgres"
+        refused = await client.call_tool(
+            "query", {"sql": "SELECT pg_read_file('/etc/passwd')"}, raise_on_error=False
+        )
+        assert refused.is_error
