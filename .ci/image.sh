@@ -184,6 +184,8 @@ build() {
     buildah bud --quiet --isolation chroot --format docker --pull=never --network host \
         --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
         --file deploy/Dockerfile --tag "$IMAGE" "$ROOT" >/dev/null
+    # vfs keeps full copies: drop the previous build's untagged image and the builder stage.
+    podman image prune --force >/dev/null
 }
 
 stop() {
