@@ -49,6 +49,8 @@ class OtlpLogAuditSink(ForwardingSink):
     """OTLP/HTTP protobuf log export; `https` endpoints verify the collector's certificate
     (`ca_file`, else the system CAs) and present `cert_file`/`key_file` if given."""
 
+    kind = "otlp"
+
     def __init__(
         self,
         endpoint: str,

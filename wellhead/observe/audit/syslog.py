@@ -43,6 +43,7 @@ class SyslogAuditSink(ForwardingSink):
     `cert_file`/`key_file` when the receiver asks for a client certificate."""
 
     ensure_ascii = True
+    kind = "syslog"
 
     def __init__(
         self,
