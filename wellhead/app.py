@@ -76,6 +76,10 @@ class Runtime:
         self.metrics.watch_in_flight(self.inflight.counts)
 
     async def start(self) -> None:
+        if self.audit is not None:  # a receiver that can never work stops the start
+            from wellhead.observe.audit.setup import check_receivers
+
+            await check_receivers(self.audit)
         for dialect in {source.dialect for source in self.sources.values()}:
             # The first parse in a dialect pays one-time initialisation: not on the loop.
             await asyncio.to_thread(check_read_only, "SELECT 1", dialect)
@@ -84,10 +88,6 @@ class Runtime:
             stats = getattr(source, "pool_stats", None)
             if callable(stats):
                 self.metrics.watch_pool(source.name, stats)
-        if self.audit is not None:  # a receiver that can never work stops the start
-            from wellhead.observe.audit.setup import check_receivers
-
-            await check_receivers(self.audit)
         watchdog = self.settings.watchdog
         self._watchdog = LoopWatchdog(
             interval=watchdog.interval_s,

@@ -91,6 +91,10 @@ class ForwardingSink(AuditSink):
         problem = self._problem
         return "ok" if problem is None else f"unavailable: {problem}"
 
+    def flush_to_spool(self, timeout: float | None = None) -> bool:
+        """Wait until everything emitted before now is in the spool (or counted as dropped)."""
+        return super().flush(timeout)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything emitted before now was accepted by the receiver."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -187,8 +191,12 @@ class ForwardingSink(AuditSink):
                 self._safe(self._disconnect)
                 if self._stopping.is_set() and time.monotonic() >= self._drain_deadline:
                     return
-                self._wake.wait(delay)
-                self._wake.clear()
+                # Back off whatever arrives meanwhile (new events wake `_wake`, not this):
+                # retrying per event would spend the process's CPU on a receiver that is away.
+                if self._stopping.is_set():  # closing: retry until the drain deadline
+                    time.sleep(max(0.0, min(delay, self._drain_deadline - time.monotonic())))
+                else:
+                    self._stopping.wait(delay)
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             self.spool.commit()
