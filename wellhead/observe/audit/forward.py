@@ -53,8 +53,10 @@ class ForwardingSink(AuditSink):
         **kw: Any,
     ) -> None:
         self._temporary = spool_dir is None
-        directory = spool_dir or tempfile.mkdtemp(prefix="wellhead-audit-spool-")
-        self.spool = Spool(directory, spool_max_bytes)
+        self._spool_dir = spool_dir
+        self._spool_max_bytes = spool_max_bytes
+        self._spool: Spool | None = None
+        self._open_lock = threading.Lock()
         self.retry_max_s = retry_max_s
         self.drain_timeout_s = drain_timeout_s
         self.send_batch = send_batch
@@ -65,18 +67,35 @@ class ForwardingSink(AuditSink):
         self._problem: str | None = None  # why the receiver is unusable right now
         self._failing_since: float | None = None
         self._last_warning = 0.0
-        super().__init__(**kw)
-        left = self.spool.stats()
-        if left.events:
-            logger.warning(
-                "audit %s: %d event(s) left unsent by the previous run; replaying them first",
-                self.describe(),
-                left.events,
-            )
         self._forwarder = threading.Thread(
             target=self._forward_loop, name=f"{type(self).__name__}-forwarder", daemon=True
         )
-        self._forwarder.start()
+        super().__init__(**kw)
+
+    def open(self) -> Spool:
+        """Take the spool (its directory lock) and start forwarding; idempotent.
+
+        Done at server start (or at the first event), not when the sink is built, so that
+        `wellhead check` next to a running server does not contend for the directory.
+        """
+        with self._open_lock:
+            if self._spool is not None:
+                return self._spool
+            directory = self._spool_dir or tempfile.mkdtemp(prefix="wellhead-audit-spool-")
+            self._spool = Spool(directory, self._spool_max_bytes)
+            left = self._spool.stats()
+            if left.events:
+                logger.warning(
+                    "audit %s: %d event(s) left unsent by the previous run; replaying them first",
+                    self.describe(),
+                    left.events,
+                )
+            self._forwarder.start()
+            return self._spool
+
+    @property
+    def spool(self) -> Spool:
+        return self._spool if self._spool is not None else self.open()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -85,7 +104,8 @@ class ForwardingSink(AuditSink):
         return self.kind
 
     def spool_stats(self) -> SpoolStats:
-        return self.spool.stats()
+        spool = self._spool
+        return spool.stats() if spool is not None else SpoolStats(0, 0, 0.0, 0)
 
     def health(self) -> str:
         problem = self._problem
@@ -110,7 +130,7 @@ class ForwardingSink(AuditSink):
     def close(self, timeout: float | None = 30.0) -> bool:
         """Drain the queue into the spool, then try for `drain_timeout_s` to send the rest."""
         closed = super().close(timeout)
-        if not self._forwarder.is_alive():
+        if self._spool is None or not self._forwarder.is_alive():
             return closed
         self._drain_deadline = time.monotonic() + self.drain_timeout_s
         self._stopping.set()

@@ -107,6 +107,7 @@ async def check_receivers(sink: Any) -> None:
     """At start-up: a receiver that can never work stops the server with a clear error;
     one that is merely unreachable is logged and shown by /readyz while events spool."""
     for remote in remote_sinks(sink):
+        await asyncio.to_thread(remote.open)  # the spool: refused if another process has it
         try:
             await asyncio.to_thread(remote.probe, PROBE_TIMEOUT_S)
         except AuditReceiverError as exc:
