@@ -292,8 +292,9 @@ class OtlpReceiver:
     `status` makes it answer with another HTTP status (a collector refusing or overloaded).
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, pki: Pki | None = None) -> None:
         self.port = port or free_port()
+        self.pki = pki  # serve HTTPS with the server certificate
         self.records: list[Any] = []
         self.resources: list[dict[str, Any]] = []
         self.requests = 0
@@ -304,6 +305,8 @@ class OtlpReceiver:
 
     @property
     def endpoint(self) -> str:
+        if self.pki is not None:
+            return f"https://localhost:{self.port}/v1/logs"
         return f"http://127.0.0.1:{self.port}/v1/logs"
 
     def start(self) -> OtlpReceiver:
@@ -348,6 +351,10 @@ class OtlpReceiver:
 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
+        if self.pki is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.pki.server_cert, self.pki.server_key)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         return self
