@@ -361,9 +361,11 @@ def test_two_thousand_calls_during_a_ten_second_outage_lose_nothing(
     async def scenario() -> None:
         async with Client(build_server(settings, runtime)) as client:
             await client.call_tool("query", {"sql": "SELECT -1 AS warmup"})
-            await anyio.to_thread.run_sync(lambda: wait_until(
-                lambda: len(syslog.events()) == 1 and len(otlp.events()) == 1, 10, "warm-up"
-            ))
+            await anyio.to_thread.run_sync(
+                lambda: wait_until(
+                    lambda: len(syslog.events()) == 1 and len(otlp.events()) == 1, 10, "warm-up"
+                )
+            )
             syslog.stop()
             otlp.stop()
             outage_started = time.monotonic()
@@ -405,8 +407,9 @@ def test_two_thousand_calls_during_a_ten_second_outage_lose_nothing(
         stats = seen["stats"][kind]
         assert stats.events == OUTAGE_CALLS and stats.dropped == 0
         assert stats.oldest_age_s >= OUTAGE_S * 0.9
-        assert f'wellhead_audit_spool_events{{receiver="{kind}"}} {OUTAGE_CALLS}.0' in (
-            seen["metrics"]
+        assert (
+            f'wellhead_audit_spool_events{{receiver="{kind}"}} {OUTAGE_CALLS}.0'
+            in (seen["metrics"])
         )
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("syslog+tls" in w and "unavailable" in w for w in warnings), warnings

@@ -50,6 +50,7 @@ class ForwardingSink(AuditSink):
         retry_max_s: float = 2.0,
         drain_timeout_s: float = 10.0,
         send_batch: int = 500,
+        linger_s: float = 0.05,
         **kw: Any,
     ) -> None:
         self._temporary = spool_dir is None
@@ -60,6 +61,7 @@ class ForwardingSink(AuditSink):
         self.retry_max_s = retry_max_s
         self.drain_timeout_s = drain_timeout_s
         self.send_batch = send_batch
+        self.linger_s = linger_s
         self.forwarded = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -195,6 +197,10 @@ class ForwardingSink(AuditSink):
                 self._wake.wait(delay if self._problem is not None else 1.0)
                 self._wake.clear()
                 continue
+            if self.linger_s and self.spool.stats().events < self.send_batch:
+                # Let a batch gather: one request per event would cost the process more
+                # CPU than the calls it audits. At most `linger_s` of added latency.
+                self._stopping.wait(self.linger_s)
             batch = self.spool.read(self.send_batch)
             if not batch:
                 self._wake.wait(0.01)
