@@ -112,6 +112,15 @@ def test_tls_that_can_never_work_is_a_clear_error(pki: Pki, tmp_path: Path) -> N
         wrong_name.close(1)
     finally:
         receiver.stop()
+    strict = TlsSyslogReceiver(pki, require_client_cert=True).start()
+    try:  # TLS 1.3: the missing client certificate is refused after the handshake
+        anonymous = SyslogAuditSink("localhost", strict.port, "tls", ca_file=str(pki.ca))
+        with pytest.raises(AuditReceiverError, match="refused the TLS session") as caught:
+            anonymous.probe()
+        assert not caught.value.unreachable
+        anonymous.close(1)
+    finally:
+        strict.stop()
     with pytest.raises(ConfigError, match="cannot be loaded"):
         SyslogAuditSink("localhost", 6514, "tls", ca_file=str(tmp_path / "missing.pem"))
     nobody = SyslogAuditSink("localhost", dead_port(), "tls", ca_file=str(pki.ca))

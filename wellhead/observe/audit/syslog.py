@@ -116,6 +116,7 @@ class SyslogAuditSink(ForwardingSink):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is not None:
                 sock = self._tls.wrap_socket(sock, server_hostname=self.server_name)
+                _refused_after_handshake(sock)
         except BaseException:
             sock.close()
             raise
@@ -146,6 +147,30 @@ class SyslogAuditSink(ForwardingSink):
         if self._sock is not None:
             sock, self._sock = self._sock, None
             sock.close()
+
+
+def _refused_after_handshake(sock: socket.socket, wait: float = 0.2) -> None:
+    """Raise if the receiver ends the session just after the handshake.
+
+    With TLS 1.3 a server checks the client certificate after the client considers the
+    handshake done: a missing or untrusted one shows up as an alert a moment later, and
+    events written meanwhile would be lost. A connection is made rarely, so it waits a bit.
+    """
+    readable, _, _ = select.select([sock], [], [], wait)
+    if not readable:
+        return
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        data = sock.recv(1024)
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return
+    except ssl.SSLError as exc:
+        raise ssl.SSLError(f"the receiver refused the TLS session: {exc.reason or exc}") from None
+    finally:
+        sock.settimeout(timeout)
+    if data == b"":
+        raise ssl.SSLError("the receiver closed the TLS session right after the handshake")
 
 
 def _peer_closed(sock: socket.socket, timeout: float) -> bool:
