@@ -26,11 +26,13 @@ from wellhead.config import parse_settings
 from wellhead.errors import ConfigError
 from wellhead.observe.audit import (
     AuditReceiverError,
+    JsonlFileAuditSink,
+    MultiAuditSink,
     OtlpLogAuditSink,
     Spool,
     SyslogAuditSink,
 )
-from wellhead.observe.audit.setup import receiver_health, remote_sinks
+from wellhead.observe.audit.setup import build_audit_sink, receiver_health, remote_sinks
 from wellhead.observe.metrics import Metrics
 
 OUTAGE_S = 10
@@ -433,3 +435,27 @@ def test_two_thousand_calls_during_a_ten_second_outage_lose_nothing(
     for sink in sinks.values():
         assert sink.spool_stats().events == 0 and sink.dropped == 0
         assert sink.health() == "ok"
+
+
+def test_each_http_worker_gets_its_own_file_and_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audit = parse_settings(
+        {
+            "audit": {
+                "path": str(tmp_path / "audit.jsonl"),
+                "otlp": {"endpoint": f"http://127.0.0.1:{dead_port()}/v1/logs"},
+                "spool": {"directory": str(tmp_path / "spool")},
+            }
+        }
+    ).audit
+    monkeypatch.setenv("WELLHEAD_WORKER_INDEX", "2")  # what `serve.supervise` sets
+    sink = build_audit_sink(audit, on_drop=lambda n: None, max_argument_bytes=4096)
+    try:
+        assert isinstance(sink, MultiAuditSink)
+        jsonl, otlp = sink.sinks
+        assert isinstance(jsonl, JsonlFileAuditSink) and isinstance(otlp, OtlpLogAuditSink)
+        assert jsonl.path == tmp_path / "audit.worker2.jsonl"
+        assert otlp.spool.directory == tmp_path / "spool" / "otlp-worker2"
+    finally:
+        sink.close(1)

@@ -22,6 +22,19 @@ from wellhead.observe.audit.multi import MultiAuditSink
 log = logging.getLogger("wellhead.audit")
 
 PROBE_TIMEOUT_S = 5.0
+WORKER_INDEX_ENV = "WELLHEAD_WORKER_INDEX"  # set by `serve.supervise` for each HTTP worker
+
+
+def per_worker(path: Path) -> Path:
+    """With `server.workers` > 1 each worker gets its own file and spool (one process each):
+    `audit.jsonl` becomes `audit.worker2.jsonl`, the spool `otlp` becomes `otlp-worker2`.
+    A replaced worker takes over its predecessor's, spool included."""
+    index = os.environ.get(WORKER_INDEX_ENV)
+    if not index:
+        return path
+    if path.suffix:
+        return path.with_name(f"{path.stem}.worker{index}{path.suffix}")
+    return path.with_name(f"{path.name}-worker{index}")
 
 
 def enabled(audit: AuditConfig) -> bool:
@@ -48,7 +61,7 @@ def build_audit_sink(
             key = audit.chain.secret.encode() if audit.chain.secret else None
             sinks.append(
                 JsonlFileAuditSink(
-                    audit.path,
+                    per_worker(Path(audit.path)),
                     audit.max_bytes,
                     audit.backup_count,
                     chain=audit.chain.enabled,
@@ -70,7 +83,7 @@ def build_audit_sink(
                     cert_file=s.cert_file,
                     key_file=s.key_file,
                     server_name=s.server_name,
-                    spool_dir=str(spool_root(audit) / "syslog"),
+                    spool_dir=str(per_worker(spool_root(audit) / "syslog")),
                     **spool,
                     **common,
                 )
@@ -86,7 +99,7 @@ def build_audit_sink(
                     ca_file=o.ca_file,
                     cert_file=o.cert_file,
                     key_file=o.key_file,
-                    spool_dir=str(spool_root(audit) / "otlp"),
+                    spool_dir=str(per_worker(spool_root(audit) / "otlp")),
                     **spool,
                     **common,
                 )
