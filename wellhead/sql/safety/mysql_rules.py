@@ -202,6 +202,8 @@ STATEMENTS: dict[str, str] = {
     "GET": DYNAMIC,
     "HANDLER READ": LOCKS,
     "LOAD DATA": FILES,
+    "LOCK TABLES": LOCKS,
+    "UNLOCK TABLES": LOCKS,
     "LOAD XML": FILES,
 }
 
@@ -247,7 +249,8 @@ def check_lexical(sql: str, dialect: str, tokens: list[Token]) -> None:
     if not tokens or tokens[0].token_type in MySQL.Tokenizer.COMMANDS:
         return  # refused by its leading keyword; sqlglot lexes its rest as one opaque string
     _check_coverage(sql, code, comments, tokens)
-    _check_token_forms(tokens)
+    if tokens[0].text.upper() in READ_STARTS:  # others are refused by their keyword
+        _check_token_forms(tokens)
 
 
 def _unterminated(text: str) -> bool:
