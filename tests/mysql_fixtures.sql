@@ -73,3 +73,25 @@ CREATE USER IF NOT EXISTS 'wellhead_file'@'127.0.0.1';
 ALTER USER 'wellhead_file'@'127.0.0.1' IDENTIFIED BY '@FILE_PW@';
 GRANT SELECT ON wellhead_test.* TO 'wellhead_file'@'127.0.0.1';
 GRANT FILE, PROCESS ON *.* TO 'wellhead_file'@'127.0.0.1';
+
+-- 5,000 tables in their own database: discovery must stay fast (tests/test_source_mysql.py,
+-- bench/bench_mysql.py). Created by a procedure dropped right after.
+DROP DATABASE IF EXISTS wellhead_many;
+CREATE DATABASE wellhead_many;
+DELIMITER //
+CREATE PROCEDURE wellhead_many.make_tables(n INT)
+BEGIN
+  DECLARE i INT DEFAULT 1;
+  WHILE i <= n DO
+    SET @ddl = CONCAT('CREATE TABLE wellhead_many.t', LPAD(i, 4, '0'),
+                      ' (id INT PRIMARY KEY, v VARCHAR(20)) COMMENT ''table ', i, '''');
+    PREPARE s FROM @ddl;
+    EXECUTE s;
+    DEALLOCATE PREPARE s;
+    SET i = i + 1;
+  END WHILE;
+END//
+DELIMITER ;
+CALL wellhead_many.make_tables(5000);
+DROP PROCEDURE wellhead_many.make_tables;
+GRANT SELECT ON wellhead_many.* TO 'wellhead_ro'@'127.0.0.1';

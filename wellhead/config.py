@@ -102,7 +102,10 @@ class PostgresSourceConfig(_Strict):
 
 class MySQLSourceConfig(_Strict):
     kind: Literal["mysql"]
-    dsn: str = Field(description="mysql://user:${PASSWORD}@host:3306/database URL.")
+    dsn: str = Field(
+        description="mysql://user:${PASSWORD}@host:3306/database URL; options ssl, ssl_ca, "
+        "connect_timeout."
+    )
     dialect: Literal["mariadb", "mysql"] = Field(
         "mariadb", description="The server: mariadb (10.6+) or mysql (8.0+); checked at start."
     )
@@ -110,7 +113,11 @@ class MySQLSourceConfig(_Strict):
         None, description="Databases to expose; null: the DSN's database."
     )
     pool: PoolConfig = PoolConfig()
-    allow_privileged_role: bool = False
+    allow_privileged_role: bool = Field(
+        False,
+        description="Start even when SHOW GRANTS shows more than SELECT / SHOW VIEW "
+        "(refused by default).",
+    )
     max_cell_bytes: int | None = Field(
         16 * 1024 * 1024, ge=1024, description="A larger single value is refused; null: no limit."
     )

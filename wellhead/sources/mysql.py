@@ -216,6 +216,8 @@ class MySQLSource(Source):
         self._pool: _Pool | None = None
         self._settling: set[asyncio.Task[None]] = set()
         self._session = session_sql(dialect)
+        self._threads: dict[int, int] = {}
+        """Server thread id of each open connection (the driver may forget it on cancel)."""
         self.server_version = ""
 
     @classmethod
@@ -256,7 +258,7 @@ class MySQLSource(Source):
     def _where(self) -> str:
         return f"mysql source {self.name!r} ({redact_dsn(self._dsn)})"
 
-    async def _open(self) -> Any:
+    async def _open(self, *, pin: bool = True) -> Any:
         """A new connection, pinned to wellhead's session settings."""
         try:
             conn = await asyncmy.connect(**self._endpoint.connect_kwargs())
@@ -269,6 +271,9 @@ class MySQLSource(Source):
         except (OSError, TimeoutError) as exc:
             detail = _scrub(str(exc) or type(exc).__name__, self._dsn)
             raise SourceUnavailable(f"{self._where()}: cannot connect: {detail}") from None
+        self._threads[id(conn)] = int(conn.thread_id())
+        if not pin:
+            return conn
         try:
             async with asyncio.timeout(_CONTROL_TIMEOUT):
                 await self._execute(conn, self._session)
@@ -280,10 +285,11 @@ class MySQLSource(Source):
     async def start(self) -> None:
         if self._pool is not None:
             return
-        conn = await self._open()
+        conn = await self._open(pin=False)
         try:
             async with asyncio.timeout(_CONTROL_TIMEOUT * 4):
-                await self._check_server(conn)
+                await self._check_server(conn)  # before the session SET, which is dialect-bound
+                await self._execute(conn, self._session)
                 await self._check_schemas(conn)
                 await self._check_privileges(conn)
         except BaseException:
@@ -313,6 +319,7 @@ class MySQLSource(Source):
         if self._settling:
             await asyncio.wait(set(self._settling), timeout=_CONTROL_TIMEOUT + _GONE_TIMEOUT)
         pool, self._pool = self._pool, None
+        self._threads.clear()
         if pool is not None:
             while pool.idle:
                 conn = pool.idle.pop()
@@ -724,7 +731,7 @@ class MySQLSource(Source):
     async def _kill(self, conn: Any) -> None:
         """Kill the connection's server thread from a second connection; free the slot once
         the thread has left the processlist (the pool never outgrows its size)."""
-        thread = conn.thread_id() if conn.connected else None
+        thread = self._threads.pop(id(conn), None)
         try:
             if thread is not None:
                 async with asyncio.timeout(_CONTROL_TIMEOUT + _GONE_TIMEOUT):
