@@ -133,9 +133,12 @@ async def main(args: argparse.Namespace) -> None:
             await client.call_tool("query", {"sql": make(0)})
             row: dict[str, float] = {}
             for label, call in (
-                ("asyncmy", lambda i: plain(make(i))),
-                ("MySQLSource.fetch", lambda i: src.fetch(make(i), [], max_rows=200, timeout=60)),
-                ("query tool", lambda i: client.call_tool("query", {"sql": make(i)})),
+                ("asyncmy", lambda i, make=make: plain(make(i))),
+                (
+                    "MySQLSource.fetch",
+                    lambda i, make=make: src.fetch(make(i), [], max_rows=200, timeout=60),
+                ),
+                ("query tool", lambda i, make=make: client.call_tool("query", {"sql": make(i)})),
             ):
                 row[label] = median_us(await timed(n, call))
             results[workload] = row

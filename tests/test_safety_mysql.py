@@ -106,7 +106,9 @@ def test_bind_escapes_values_and_ignores_question_marks_in_strings() -> None:
     def literal(value: Any) -> str:
         return "NULL" if value is None else "'" + str(value).replace("'", "\\'") + "'"
 
-    sql = bind("SELECT '?', `a?` FROM t WHERE x = ? AND y LIKE '%?%' AND z = ?", ["it's", None], literal)
+    sql = bind(
+        "SELECT '?', `a?` FROM t WHERE x = ? AND y LIKE '%?%' AND z = ?", ["it's", None], literal
+    )
     assert sql == "SELECT '?', `a?` FROM t WHERE x = 'it\\'s' AND y LIKE '%?%' AND z = NULL"
     with pytest.raises(InvalidRequest, match="2 placeholder"):
         bind("SELECT ? + ?", [1], literal)
@@ -135,7 +137,8 @@ def test_dsn_parsing_and_secrets() -> None:
 
 def test_grant_parsing() -> None:
     lines = [
-        "GRANT USAGE ON *.* TO `r`@`%` IDENTIFIED BY PASSWORD '*CE9ABE35A18BDE5F524628DDF116A9691F433F71'",
+        "GRANT USAGE ON *.* TO `r`@`%` IDENTIFIED BY PASSWORD "
+        "'*CE9ABE35A18BDE5F524628DDF116A9691F433F71'",
         "GRANT SELECT, SHOW VIEW ON `shop`.* TO `r`@`%`",
         "GRANT SELECT (a, b), INSERT (a) ON `shop`.`t` TO `r`@`%`",
         "GRANT PROCESS, FILE ON *.* TO `r`@`%`",

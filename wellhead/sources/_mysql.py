@@ -211,7 +211,9 @@ def strip_secret(grant: str) -> str:
 
 def _privileges(text: str) -> list[str]:
     """`SELECT, INSERT (a, b), SHOW VIEW` -> ['SELECT', 'INSERT (a, b)', 'SHOW VIEW']."""
-    out, depth, current = [], 0, []
+    out: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1
@@ -240,7 +242,11 @@ def grant_problems(lines: list[str]) -> tuple[list[GrantProblem], list[str]]:
             if target.upper().startswith("PROCEDURE ") or target.upper().startswith("FUNCTION "):
                 bad = privs
             else:
-                bad = [p for p in privs if re.sub(r"\s*\(.*\)$", "", p).upper() not in _ALLOWED_PRIVILEGES]
+                bad = [
+                    p
+                    for p in privs
+                    if re.sub(r"\s*\(.*\)$", "", p).upper() not in _ALLOWED_PRIVILEGES
+                ]
             if privs and privs[0].upper() == "PROXY":
                 bad = ["PROXY"]
             if bad or option:

@@ -483,7 +483,10 @@ class MySQLSource(Source):
         text = table.strip()
         if not text:
             raise InvalidRequest("table name is empty")
-        parts = [p.replace("``", "`") for p in re.findall(r"`((?:[^`]|``)*)`|([^.`]+)", text) for p in p if p]
+        parts = [
+            (quoted.replace("``", "`") if quoted else plain.strip())
+            for quoted, plain in re.findall(r"`((?:[^`]|``)*)`|([^.`]+)", text)
+        ]
         if len(parts) == 2 and parts[0] in self._schemas:
             candidates = [(parts[0], parts[1])]
         elif len(parts) == 1:

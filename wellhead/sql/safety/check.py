@@ -16,6 +16,8 @@ from sqlglot.errors import ParseError, SqlglotError, TokenError
 from sqlglot.tokens import Token, TokenType
 
 from wellhead.errors import InvalidRequest, UnsafeSQL
+from wellhead.sql.safety import mysql_rules
+from wellhead.sql.safety.duckdb_parser import duckdb_agrees
 from wellhead.sql.safety.reasons import (
     DYNAMIC,
     EXTENSIONS,
@@ -27,8 +29,6 @@ from wellhead.sql.safety.reasons import (
     SETTINGS,
     WRITES_FILES,
 )
-from wellhead.sql.safety import mysql_rules
-from wellhead.sql.safety.duckdb_parser import duckdb_agrees
 from wellhead.sql.safety.rules import EPONYMOUS, PATH_SETTINGS, RULES, Rules
 
 DIALECTS = ("duckdb", "sqlite", "postgres", *mysql_rules.MYSQL_DIALECTS)

@@ -36,7 +36,6 @@ from wellhead.sql.safety.reasons import (
     OTHER_SESSIONS,
     SEQUENCE,
     SERVER,
-    SESSIONS,
     SETTINGS,
     WRITES,
     WRITES_FILES,
