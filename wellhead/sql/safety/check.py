@@ -119,10 +119,10 @@ _STATEMENT_REASONS: dict[str, str] = {
     "ANALYZE": "it runs maintenance that writes statistics",
     "CHECKPOINT": "it forces a write of the database file",
     "KILL": SESSIONS,
-    **{k: v for k, v in mysql_rules.STATEMENTS.items() if k != "SHOW"},
 }
-_DIALECT_STATEMENT_REASONS = {
-    d: {"SHOW": mysql_rules.STATEMENTS["SHOW"]} for d in mysql_rules.MYSQL_DIALECTS
+# Reasons that hold in one dialect only (MySQL's SHOW, HANDLER, XA...), looked up first.
+_DIALECT_STATEMENT_REASONS: dict[str, dict[str, str]] = {
+    d: mysql_rules.STATEMENTS for d in mysql_rules.MYSQL_DIALECTS
 }
 
 # First keywords of statements that may be a read. Anything else is refused by name.
@@ -612,10 +612,11 @@ def _check_tokens(
         if nested:
             raise UnsafeSQL("EXPLAIN inside EXPLAIN is not allowed: explain a query")
         return _check_explain(text, tokens, rules)
-    if " ".join(words) in _STATEMENT_REASONS:
+    extra = _DIALECT_STATEMENT_REASONS.get(dialect, {})
+    if " ".join(words) in _STATEMENT_REASONS or " ".join(words) in extra:
         lead = " ".join(words)
     if lead not in _READ_STARTS[dialect]:
-        why = _DIALECT_STATEMENT_REASONS.get(dialect, {}).get(lead) or _STATEMENT_REASONS.get(lead)
+        why = extra.get(lead) or _STATEMENT_REASONS.get(lead)
         if why is None:
             raise UnsafeSQL(
                 f"{_clip(lead)} statements are not allowed: only SELECT, WITH ... SELECT, "
