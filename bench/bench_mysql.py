@@ -10,10 +10,13 @@ Three ways to run the same statement on the same 1,000,000-order fixture databas
   `SET STATEMENT max_statement_time ... FOR`, streamed rows, reset after the call;
 - `query tool` — the whole chassis in memory (`fastmcp.Client(build_server(...))`): the
   safety check (cached), paging, budgets, the guards, the call log.
-The lookup is `SELECT * FROM orders WHERE order_id = N` (primary key, one row); the aggregate
+The lookup is `SELECT * FROM orders WHERE order_id = N` (primary key, one row; through the tool
+once with `:id` as a parameter, as SQL tools send it, and once with a new SQL text each call,
+which pays the safety check and page compilation every time); the aggregate
 is `SELECT status, count(*), sum(total) FROM orders GROUP BY status` (a full scan). Ratios are
-wellhead / asyncmy medians from the same run. `list_tables` on the 5,000-table database is
-timed too. `--drivers` first compares asyncmy with aiomysql (why asyncmy is pinned).
+wellhead / asyncmy medians from the same run, the paths interleaved call by call.
+`list_tables` on the 5,000-table database is timed too. `--drivers` first compares asyncmy
+with aiomysql (why asyncmy is pinned).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 LOOKUP = "SELECT * FROM orders WHERE order_id = {id}"
+LOOKUP_PARAM = "SELECT * FROM orders WHERE order_id = :id"
 AGGREGATE = "SELECT status, count(*) AS n, sum(total) AS revenue FROM orders GROUP BY status"
 
 
@@ -128,20 +132,32 @@ async def main(args: argparse.Namespace) -> None:
             ("lookup", args.lookups, lambda i: LOOKUP.format(id=1 + (i * 7919) % 1_000_000)),
             ("aggregate", args.aggregates, lambda i: AGGREGATE),
         ):
-            await plain(make(0))  # warm caches on all three paths
-            await src.fetch(make(0), [], max_rows=200, timeout=60)
-            await client.call_tool("query", {"sql": make(0)})
-            row: dict[str, float] = {}
-            for label, call in (
-                ("asyncmy", lambda i, make=make: plain(make(i))),
-                (
-                    "MySQLSource.fetch",
-                    lambda i, make=make: src.fetch(make(i), [], max_rows=200, timeout=60),
+            paths: dict[str, Callable[[int], Awaitable[Any]]] = {
+                "asyncmy": lambda i, make=make: plain(make(i)),
+                "MySQLSource.fetch": lambda i, make=make: src.fetch(
+                    make(i), [], max_rows=200, timeout=60
                 ),
-                ("query tool", lambda i, make=make: client.call_tool("query", {"sql": make(i)})),
-            ):
-                row[label] = median_us(await timed(n, call))
-            results[workload] = row
+            }
+            if workload == "lookup":  # a parameter: the compiled statement is reused
+                paths["query tool"] = lambda i: client.call_tool(
+                    "query", {"sql": LOOKUP_PARAM, "params": {"id": 1 + (i * 7919) % 1_000_000}}
+                )
+                paths["query tool, new SQL text"] = lambda i, make=make: client.call_tool(
+                    "query", {"sql": make(i)}
+                )
+            else:
+                paths["query tool"] = lambda i, make=make: client.call_tool(
+                    "query", {"sql": make(i)}
+                )
+            for call in paths.values():  # warm every path
+                await call(0)
+            samples: dict[str, list[float]] = {label: [] for label in paths}
+            for i in range(n):  # interleaved, so every path sees the same machine load
+                for label, call in paths.items():
+                    t0 = time.perf_counter()
+                    await call(i + 1)
+                    samples[label].append(time.perf_counter() - t0)
+            results[workload] = {label: median_us(v) for label, v in samples.items()}
     await src.close()
     conn.close()
 
@@ -152,15 +168,12 @@ async def main(args: argparse.Namespace) -> None:
     await many.close()
 
     print(f"\nMariaDB, medians (n: lookup {args.lookups}, aggregate {args.aggregates}):")
-    print(f"{'workload':<10} {'asyncmy':>12} {'source.fetch':>14} {'query tool':>12}  ratios")
     for workload, row in results.items():
         base = row["asyncmy"]
-        fetch, tool = row["MySQLSource.fetch"], row["query tool"]
         unit, scale = ("us", 1.0) if workload == "lookup" else ("ms", 1e-3)
-        print(
-            f"{workload:<10} {base * scale:>9.1f} {unit} {fetch * scale:>11.1f} {unit} "
-            f"{tool * scale:>9.1f} {unit}  fetch {fetch / base:.2f}x, tool {tool / base:.2f}x"
-        )
+        for label, value in row.items():
+            ratio = "" if label == "asyncmy" else f"  {value / base:5.2f}x asyncmy"
+            print(f"{workload:<10} {label:<26} median {value * scale:9.1f} {unit}{ratio}")
     print(
         f"list_tables on {count} tables: median {statistics.median(listing) * 1000:.0f} ms "
         f"(min {min(listing) * 1000:.0f} ms)"
