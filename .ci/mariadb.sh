@@ -66,7 +66,8 @@ launch() {
     as_owner /usr/sbin/mariadbd --no-defaults --datadir="$DATA" --socket="$SOCK" \
         --pid-file="$PIDFILE" --port="$PORT" --bind-address=127.0.0.1 --skip-name-resolve \
         --log-error="$LOG" --innodb-buffer-pool-size=128M --innodb-log-file-size=64M \
-        --innodb-flush-log-at-trx-commit=0 --sync-binlog=0 --skip-log-bin \
+        --innodb-flush-log-at-trx-commit=0 --innodb-file-per-table=0 --innodb-doublewrite=0 \
+        --sync-binlog=0 --skip-log-bin \
         --max-connections=200 --table-open-cache=8000 --table-definition-cache=8000 \
         --secure-file-priv="$DIR/files" --character-set-server=utf8mb4 \
         --collation-server=utf8mb4_general_ci >/dev/null 2>&1 &
