@@ -384,6 +384,7 @@ async def test_backslash_string_is_one_statement_on_the_server(ro_dsn: str) -> N
     assert count.structured_content["rows"] == [[2]]
 
 
+@pytest.mark.slow
 async def test_walking_a_million_rows_is_exact(ro_dsn: str, admin: Admin) -> None:
     expected = await admin.rows("SELECT count(*), sum(order_id) FROM wellhead_test.orders")
     n, total = int(expected[0][0]), int(expected[0][1])
