@@ -266,7 +266,7 @@ async def test_client_cancel_kills_the_server_thread(source: MySQLSource, admin:
         await task
     # Cancellation returns only once the thread is gone: nothing lingers, not even briefly.
     assert await admin.running(marker) == []
-    assert source.pool_stats[1] == 0
+    assert source.pool_stats()[1] == 0
     assert await admin.reader_threads() <= 2  # never more than the pool size
 
 

@@ -245,9 +245,8 @@ class MySQLSource(Source):
     def schemas(self) -> list[str]:
         return list(self._schemas)
 
-    @property
     def pool_stats(self) -> tuple[int, int]:
-        """(connections open or held, in use): for metrics and tests."""
+        """(connections open or held, in use): read by the pool metrics at scrape time."""
         pool = self._pool
         if pool is None:
             return (0, 0)

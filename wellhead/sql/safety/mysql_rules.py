@@ -231,7 +231,11 @@ def check_lexical(sql: str, dialect: str, tokens: list[Token]) -> None:
     """Refuse executable comments and hints, then hold sqlglot's tokens to the server's view."""
     code: list[tuple[int, int]] = []
     comments: list[tuple[int, int]] = []
+    pos = 0
     for m in _LEXEME.finditer(sql):
+        if m.start() != pos:  # every character must be read as something: fail closed
+            raise UnsafeSQL(_DISAGREE)
+        pos = m.end()
         kind = m.lastgroup
         text = m.group()
         if kind in ("sq", "dq", "bq"):
@@ -245,6 +249,8 @@ def check_lexical(sql: str, dialect: str, tokens: list[Token]) -> None:
             comments.append(m.span())
         elif kind == "code":
             code.append(m.span())
+    if pos != len(sql):
+        raise UnsafeSQL(_DISAGREE)
     if not tokens or tokens[0].token_type in MySQL.Tokenizer.COMMANDS:
         return  # refused by its leading keyword; sqlglot lexes its rest as one opaque string
     _check_coverage(sql, code, comments, tokens)
