@@ -295,6 +295,24 @@ async def test_pool_exhaustion_is_a_clear_error(ro_dsn: str) -> None:
         await src.close()
 
 
+async def test_a_connection_killed_while_idle_is_replaced(ro_dsn: str, admin: Admin) -> None:
+    """A server restart, wait_timeout or an operator's KILL ends idle pooled connections; the
+    next call notices before sending its statement and runs on a fresh connection."""
+    src = MySQLSource("shop", dsn=ro_dsn, pool_min=1, pool_max=1)
+    await src.start()
+    try:
+        first = await src.fetch("SELECT CONNECTION_ID()", [], max_rows=1, timeout=5)
+        (thread,) = first.rows[0]
+        await asyncio.sleep(0.2)  # let the background reset finish
+        await admin.rows(f"KILL CONNECTION {int(thread)}")
+        second = await src.fetch(
+            "SELECT CONNECTION_ID(), @@tx_read_only", [], max_rows=1, timeout=5
+        )
+        assert second.rows[0][0] != thread and second.rows[0][1] == 1
+    finally:
+        await src.close()
+
+
 async def test_rows_stop_at_the_byte_budget(source: MySQLSource) -> None:
     batch = await source.fetch(
         "SELECT order_id, REPEAT('x', 1000) FROM orders ORDER BY order_id LIMIT 1001",

@@ -553,7 +553,16 @@ class MySQLSource(Source):
             text = bind(sql, list(params), conn.escape)
             try:
                 async with asyncio.timeout(server_ms / 1000 + _CLIENT_GRACE):
-                    batch = await self._run(conn, text, max_rows, server_ms, max_bytes)
+                    try:
+                        batch = await self._run(conn, text, max_rows, server_ms, max_bytes)
+                    except _StaleConnection:
+                        # It died while idle (server restart, wait_timeout, a KILL) before
+                        # this call's statement was sent: replace it once, run on the new one.
+                        conn = await self._replace(conn)
+                        text = bind(sql, list(params), conn.escape)
+                        batch = await self._run(conn, text, max_rows, server_ms, max_bytes)
+            except _StaleConnection as exc:
+                raise exc.error from None
             except TimeoutError:  # the client's grace ran out: the thread is killed
                 raise QueryTimeout(self._timeout_message(server_ms)) from None
             except (QueryFailed, QueryTimeout, QueryCancelled, BudgetExceeded):
@@ -577,9 +586,12 @@ class MySQLSource(Source):
     async def _run(
         self, conn: Any, sql: str, max_rows: int, server_ms: int, max_bytes: int | None
     ) -> RowBatch:
-        if self.dialect == "mysql":
-            await self._execute(conn, f"SET SESSION max_execution_time = {server_ms}")
-        await self._execute(conn, "START TRANSACTION READ ONLY")
+        try:
+            if self.dialect == "mysql":
+                await self._execute(conn, f"SET SESSION max_execution_time = {server_ms}")
+            await self._execute(conn, "START TRANSACTION READ ONLY")
+        except SourceUnavailable as exc:
+            raise _StaleConnection(exc) from None
         cursor = conn.cursor(SSCursor)
         try:
             try:
@@ -717,6 +729,13 @@ class MySQLSource(Source):
         if cancelled is not None:
             raise cancelled
 
+    async def _replace(self, conn: Any) -> Any:
+        """A fresh connection in the slot of a dead one (whose thread id is forgotten first,
+        so no later KILL can hit a thread the server gave to someone else)."""
+        self._threads.pop(id(conn), None)
+        conn.close()
+        return await self._open()
+
     async def _settle(self, conn: Any) -> None:
         pool = self._pool
         try:
@@ -760,6 +779,14 @@ class MySQLSource(Source):
         pool = self._pool
         if pool is not None:
             pool.give_back(None)
+
+
+class _StaleConnection(Exception):
+    """The connection failed before the call's statement was sent: safe to retry once."""
+
+    def __init__(self, error: SourceUnavailable) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 async def reset_connection(conn: Any) -> None:
