@@ -419,6 +419,17 @@ async def test_walking_a_million_rows_is_exact(ro_dsn: str, admin: Admin) -> Non
     assert pages >= 10
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (docs/mysql.md): paging orders by output ordinals in the column's own "
+    "collation; under utf8mb4_general_ci 'a' = 'A' = 'À', so such rows can swap between pages",
+)
+async def test_walk_is_exact_under_a_case_insensitive_collation(ro_dsn: str) -> None:
+    async with client_for(settings(ro_dsn)) as client:
+        rows, _ = await walk(client, "SELECT w FROM words", max_rows=1)
+    assert sorted(r[0] for r in rows) == sorted(["a", "A", "b", "B", "a", "À", "c", "C"])
+
+
 async def test_parameters_are_bound_as_values(ro_dsn: str) -> None:
     async with client_for(settings(ro_dsn)) as client:
         result = await client.call_tool(
