@@ -404,15 +404,14 @@ DESCRIPTIONS: dict[str, str] = {
     "logging.level": "Log level of wellhead and the libraries it routes through JSON.",
     "logging.arguments": "Tool arguments in tool_call lines and audit events: full, "
     "redacted (secrets masked), hashed (sha256 prefix per argument) or none.",
-    "audit": "Audit sink for a SIEM: one event per tool call. Off unless path or syslog is set.",
+    "audit": "Audit sink for a SIEM: one event per tool call. Off unless path, syslog or otlp "
+    "is set.",
     "audit.path": "JSONL file of audit events (0640), rotated by size.",
     "audit.max_bytes": "Rotate when the file would grow past this size.",
     "audit.backup_count": "Rotated files kept (path.1 newest … path.N).",
     "audit.syslog": "Also (or instead) send events as RFC 5424 syslog.",
     "audit.syslog.host": "Syslog collector host.",
     "audit.syslog.port": "Syslog collector port.",
-    "audit.syslog.protocol": "udp (one datagram per event, 64 KiB max) or tcp (RFC 6587 "
-    "octet counting). Plain text, no TLS.",
     "metrics": "Prometheus metrics.",
     "metrics.enabled": "Serve GET /metrics on the HTTP app (and on metrics.port if set).",
     "watchdog": "Event-loop lag watchdog.",
