@@ -24,7 +24,7 @@ from pydantic import (
 from wellhead.errors import ConfigError
 from wellhead.tools.sql_tool_config import SqlToolConfig, ToolsetsConfig
 
-_SOURCE_KINDS = ("duckdb", "sqlite", "postgres")
+_SOURCE_KINDS = ("duckdb", "sqlite", "postgres", "mysql")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -100,8 +100,32 @@ class PostgresSourceConfig(_Strict):
     )
 
 
+class MySQLSourceConfig(_Strict):
+    kind: Literal["mysql"]
+    dsn: str = Field(
+        description="mysql://user:${PASSWORD}@host:3306/database URL; options ssl, ssl_ca, "
+        "connect_timeout."
+    )
+    dialect: Literal["mariadb", "mysql"] = Field(
+        "mariadb", description="The server: mariadb (10.6+) or mysql (8.0+); checked at start."
+    )
+    schemas: list[str] | None = Field(
+        None, description="Databases to expose; null: the DSN's database."
+    )
+    pool: PoolConfig = PoolConfig()
+    allow_privileged_role: bool = Field(
+        False,
+        description="Start even when SHOW GRANTS shows more than SELECT / SHOW VIEW "
+        "(refused by default).",
+    )
+    max_cell_bytes: int | None = Field(
+        16 * 1024 * 1024, ge=1024, description="A larger single value is refused; null: no limit."
+    )
+
+
 SourceConfig = Annotated[
-    DuckDBSourceConfig | SQLiteSourceConfig | PostgresSourceConfig, Field(discriminator="kind")
+    DuckDBSourceConfig | SQLiteSourceConfig | PostgresSourceConfig | MySQLSourceConfig,
+    Field(discriminator="kind"),
 ]
 
 
@@ -691,7 +715,7 @@ def format_validation_error(error: ValidationError, raw: Any = None) -> str:
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; unknown keys are refused)"
         elif item["type"] == "union_tag_invalid":
-            message = "unknown source kind; expected one of duckdb, sqlite, postgres"
+            message = "unknown source kind; expected one of duckdb, sqlite, postgres, mysql"
         lines.append(f"{location}: {message}")
     return "\n".join(lines)
 
