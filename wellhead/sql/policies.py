@@ -98,6 +98,8 @@ class TableRules:
     """The catalog's name for the table (describe_table's `table`)."""
     columns: list[str] = field(default_factory=list)
     """Every column in catalog order: the masking projection lists them."""
+    types: dict[str, str] = field(default_factory=dict)
+    """Column -> catalog type: a `null` mask (and a denied column) keeps its type."""
     rules: dict[str, ColumnRule] = field(default_factory=dict)
     """Lower-case column name -> rule."""
 
@@ -151,6 +153,7 @@ class SourcePolicies:
             raise ConfigError(f"{where}: cannot read the table's columns: {message}") from None
         table.display = description.table.name
         table.columns = [c.name for c in description.columns]
+        table.types = {c.name: c.type for c in description.columns}
         parsed = exp.to_table(table.display, dialect=self.dialect)
         table.name = self._norm(parsed.this)
         db = parsed.args.get("db")
@@ -260,6 +263,7 @@ class SourcePolicies:
             return  # unanalysable: the projection still leaves denied columns out
         star = tree.find(exp.Star) is not None or _has_columns_star(tree)
         for scope in scopes:
+            self._refuse_stars(scope, denied)
             whole_rows: list[Any] = list(scope.expression.find_all(_TABLE_COLUMN))
             for node in whole_rows:  # DuckDB's whole-row reference
                 source = scope.sources.get(node.name)
@@ -277,9 +281,12 @@ class SourcePolicies:
                 if not isinstance(source, exp.Table):
                     continue
                 table = self._match(source)
-                if table is None or column.name.lower() not in denied.get(table.key, set()):
+                if table is None:
                     continue
-                rule = table.rules[column.name.lower()]
+                name = _unaliased(source, table, column.name).lower()
+                if name not in denied.get(table.key, set()):
+                    continue
+                rule = table.rules[name]
                 hint = (
                     f" (SELECT * includes it: list the columns you need, without {rule.column})"
                     if star
@@ -290,6 +297,31 @@ class SourcePolicies:
                     f"source {self.source!r}; it may not be read, filtered, joined or sorted "
                     f"on{hint}"
                 )
+
+    def _refuse_stars(self, scope: Any, denied: Mapping[str, set[str]]) -> None:
+        """A `*` / `t.*` qualify could not expand (a table of unknown columns is joined in)."""
+        select = scope.expression
+        if not isinstance(select, exp.Select):
+            return
+        for item in select.expressions:
+            if isinstance(item, exp.Star):
+                names, excluded = list(scope.sources), item.args.get("except") or []
+            elif isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
+                names, excluded = [item.table], item.this.args.get("except") or []
+            else:
+                continue
+            left_out = {e.name.lower() for e in excluded if isinstance(e, exp.Expression)}
+            for name in names:
+                source = scope.sources.get(name)
+                table = self._match(source) if isinstance(source, exp.Table) else None
+                hidden = denied.get(table.key, set()) - left_out if table else set()
+                if table is not None and hidden:
+                    column = table.rules[sorted(hidden)[0]].column
+                    raise PolicyDenied(
+                        f"column {table.display}.{column} is denied by a column policy on "
+                        f"source {self.source!r}, and * includes it: list the columns you "
+                        f"need, without {column}"
+                    )
 
     def _names(self, table: TableRules, denied: Mapping[str, set[str]]) -> list[str]:
         return [table.rules[k].column for k in denied.get(table.key, set())]
@@ -330,7 +362,9 @@ class SourcePolicies:
             column = exp.column(exp.to_identifier(name, quoted=True))
             if rule is None:
                 items.append(column)
-            elif rule.policy != "deny":
+            elif rule.policy in ("deny", "null"):  # a typed NULL keeps `* EXCLUDE`, positions
+                items.append(exp.alias_(self._null(table.types.get(name)), name, quoted=True))
+            else:
                 items.append(exp.alias_(self._mask(rule, column), name, quoted=True))
         alias = ref.args.get("alias")
         if alias is None:
@@ -341,6 +375,16 @@ class SourcePolicies:
         if ref.args.get("pivots"):
             subquery.set("pivots", [p.copy() for p in ref.args["pivots"]])
         return subquery
+
+    def _null(self, type_name: str | None) -> Any:
+        """NULL of the column's own type, so sums and comparisons still bind (plain NULL when
+        the catalog's type name is not one sqlglot can write back)."""
+        if type_name:
+            try:
+                return exp.cast(exp.null(), exp.DataType.build(type_name, dialect=self.dialect))
+            except (SqlglotError, ValueError):
+                pass
+        return exp.null()
 
     def _mask(self, rule: ColumnRule, column: exp.Expression) -> exp.Expression:
         key = (rule.policy, rule.keep)
@@ -468,6 +512,16 @@ def sha256_hex(value: Any) -> str | None:
     if isinstance(value, bytes):
         return hashlib.sha256(value).hexdigest()
     return hashlib.sha256(str(value).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _unaliased(ref: exp.Table, table: TableRules, name: str) -> str:
+    """The table's own name for a column renamed by an alias list: `FROM t AS p(a, b)`."""
+    alias = ref.args.get("alias")
+    renamed = [c.name for c in alias.columns] if isinstance(alias, exp.TableAlias) else []
+    for position, given in enumerate(renamed):
+        if given.lower() == name.lower() and position < len(table.columns):
+            return table.columns[position]
+    return name
 
 
 def _whole_row(table: TableRules, denied: list[str]) -> str:
