@@ -185,6 +185,14 @@ COMMON: list[tuple[str, str]] = [
     ("EXPLAIN SELECT id FROM pii_people WHERE email = 'ada@example.com'", "deny"),
     ("SELECT DISTINCT name, email FROM pii_people", "rows"),
     ("SELECT id FROM (SELECT * FROM pii_people) AS everything", "deny"),
+    ("SELECT (SELECT p.ssn) FROM pii_people p", "deny"),
+    ("SELECT ssn FROM pii_visits, pii_people", "deny"),
+    ("SELECT person_id FROM pii_visits, pii_people WHERE ssn > ''", "deny"),
+    ("SELECT (SELECT max(v.day) FROM pii_visits v WHERE p.ssn > '') FROM pii_people p", "deny"),
+    (
+        "SELECT (SELECT max(p.email) FROM pii_people p WHERE p.id = v.person_id) FROM pii_visits v",
+        "rows",
+    ),
 ]
 
 PER_ENGINE: dict[str, list[tuple[str, str]]] = {

@@ -224,7 +224,7 @@ class SourcePolicies:
             t.key: {k for k, r in self._active(t, lifted).items() if r.policy == "deny"}
             for t in self.tables
         }
-        if any(denied.values()):
+        if any(denied.values()) and _may_name(tree, refs, denied):
             self._refuse_denied(tree, denied)
         for node in tree.find_all(exp.Describe, exp.Summarize):
             if any(self._match(t) is not None for t in node.find_all(exp.Table)):
@@ -261,7 +261,7 @@ class SourcePolicies:
             scopes = traverse_scope(qualified)
         except (SqlglotError, RecursionError, KeyError, ValueError, TypeError):
             return  # unanalysable: the projection still leaves denied columns out
-        star = tree.find(exp.Star) is not None or _has_columns_star(tree)
+        star = _has_star(tree)
         for scope in scopes:
             self._refuse_stars(scope, denied)
             whole_rows: list[Any] = list(scope.expression.find_all(_TABLE_COLUMN))
@@ -539,6 +539,29 @@ def _copy(node: Any) -> Any:
     return node.copy() if isinstance(node, exp.Expression) else node
 
 
-def _has_columns_star(tree: exp.Expression) -> bool:
-    """DuckDB `COLUMNS(...)`: a star in disguise."""
-    return tree.find(exp.Columns) is not None if hasattr(exp, "Columns") else False
+def _may_name(tree: exp.Expression, refs: list[exp.Table], denied: Mapping[str, set[str]]) -> bool:
+    """Whether the statement could name a denied column at all: a `*`, a column spelled like
+    one, a whole-row reference (a column spelled like a policed table's alias) or an alias
+    list that renames columns. Most statements are none of these and skip the qualify pass
+    (the projection keeps a denied column NULL whatever the answer)."""
+    if _has_star(tree):
+        return True
+    names = set().union(*denied.values())
+    for ref in refs:
+        alias = ref.args.get("alias")
+        if isinstance(alias, exp.TableAlias) and alias.columns:
+            return True
+        names.add((ref.alias or ref.name).lower())
+    nodes: list[Any] = list(tree.find_all(exp.Column, _TABLE_COLUMN))
+    return any(node.name.lower() in names for node in nodes)
+
+
+def _has_star(tree: exp.Expression) -> bool:
+    """A `*` or `t.*` in some select list (not `count(*)`), or DuckDB's `COLUMNS(...)`."""
+    for select in tree.find_all(exp.Select):
+        for item in select.expressions:
+            if isinstance(item, exp.Star) or (
+                isinstance(item, exp.Column) and isinstance(item.this, exp.Star)
+            ):
+                return True
+    return hasattr(exp, "Columns") and tree.find(exp.Columns) is not None
