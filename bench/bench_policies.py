@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -85,39 +86,51 @@ def build(engine: str, directory: Path) -> Path:
     return path
 
 
-async def measure(engine: str, path: Path, policies: dict[str, Any], calls: int) -> list[float]:
-    """Median [compile cold, compile warm, call cold, call warm] in microseconds; compile is
-    the thread's CPU time (pure Python on the event loop, robust to a loaded machine)."""
-    settings = parse_settings(
-        {
-            "sources": {"s": {"kind": engine, "path": str(path)}},
-            "column_policies": {"s": policies} if policies else {},
-        }
-    )
-    runtime = build_runtime(settings)
-    source = runtime.sources["s"]
-    await source.start()
-    executor = runtime.executor
-    figures: list[list[float]] = [[], [], [], []]
+async def runtimes(engine: str, path: Path) -> dict[str, Any]:
+    out = {}
+    for name, policies in CONFIGS.items():
+        copy = path.with_name(f"{name}-{path.name}")  # DuckDB: one configuration per file
+        shutil.copy(path, copy)
+        settings = parse_settings(
+            {
+                "sources": {"s": {"kind": engine, "path": str(copy)}},
+                "column_policies": {"s": policies} if policies else {},
+            }
+        )
+        runtime = build_runtime(settings)
+        await runtime.sources["s"].start()
+        await runtime.executor.compile(runtime.sources["s"], SQL.format(i=-1), {})  # catalog
+        out[name] = runtime
+    return out
+
+
+async def measure(engine: str, path: Path, calls: int) -> dict[str, list[float]]:
+    """Median [compile cold, compile warm, call cold, call warm] in microseconds per config.
+    Configs take turns call by call, so a busy machine slows them alike; compile is the
+    thread's CPU time (pure Python on the event loop)."""
+    running = await runtimes(engine, path)
+    figures: dict[str, list[list[float]]] = {name: [[], [], [], []] for name in running}
     try:
-        await executor.compile(source, SQL.format(i=-1), {})  # the catalog read, once
         for i in range(calls):
-            sql = SQL.format(i=i)
-            started = time.thread_time()
-            await executor.compile(source, sql, {})
-            figures[0].append(time.thread_time() - started)
-            started = time.thread_time()
-            await executor.compile(source, sql, {})
-            figures[1].append(time.thread_time() - started)
+            for name, runtime in running.items():
+                source, executor, sql = runtime.sources["s"], runtime.executor, SQL.format(i=i)
+                for slot in (0, 1):
+                    started = time.thread_time()
+                    await executor.compile(source, sql, {})
+                    figures[name][slot].append(time.thread_time() - started)
         for i in range(calls):
-            sql = SQL.format(i=calls + i)
-            for slot in (2, 3):
-                started = time.perf_counter()
-                await executor.run(PageRequest(tool="bench", source="s", sql=sql, params={}))
-                figures[slot].append(time.perf_counter() - started)
+            for name, runtime in running.items():
+                sql = SQL.format(i=calls + i)
+                for slot in (2, 3):
+                    started = time.perf_counter()
+                    await runtime.executor.run(
+                        PageRequest(tool="bench", source="s", sql=sql, params={})
+                    )
+                    figures[name][slot].append(time.perf_counter() - started)
     finally:
-        await source.close()
-    return [statistics.median(f) * 1e6 for f in figures]
+        for runtime in running.values():
+            await runtime.sources["s"].close()
+    return {name: [statistics.median(f) * 1e6 for f in rows] for name, rows in figures.items()}
 
 
 async def main() -> None:
@@ -128,10 +141,7 @@ async def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         path = build(args.engine, Path(tmp))
-        results = {
-            name: await measure(args.engine, path, policies, args.calls)
-            for name, policies in CONFIGS.items()
-        }
+        results = await measure(args.engine, path, args.calls)
     base = results["baseline"]
     print(f"engine {args.engine}, {args.calls} calls per figure, median us per call")
     print("compile: thread CPU of executor.compile (cold: new SQL text; warm: cache hit)")

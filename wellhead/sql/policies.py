@@ -120,6 +120,7 @@ class SourcePolicies:
         self._loaded = False
         self._lock: asyncio.Lock | None = None
         self._masks: dict[tuple[str, int], Any] = {}
+        self._items: dict[tuple[str, frozenset[str]], list[Any]] = {}
         self._schema: dict[str, object] = {}
         self._side = SIDE_CHANNELS[dialect]
 
@@ -232,12 +233,11 @@ class SourcePolicies:
                     "DESCRIBE and SUMMARIZE of a table with column policies are refused "
                     "(SUMMARIZE shows min and max values); use describe_table"
                 )
-        new = tree.copy()
-        for ref in list(new.find_all(exp.Table)):
+        for ref in refs:  # in place: the tree is this compile's own (a fresh parse)
             table = self._match(ref)
             if table is not None:
                 ref.replace(self._projection(ref, table, lifted))
-        return new
+        return tree
 
     def _refuse_side_channels(self, tree: exp.Expression) -> None:
         for node in tree.find_all(exp.Identifier, exp.Anonymous):
@@ -356,6 +356,24 @@ class SourcePolicies:
         for arg in ("only", "sample", "version", "when", "system_time", "hints"):
             if ref.args.get(arg) is not None:
                 inner.set(arg, _copy(ref.args[arg]))
+        key = (table.key, frozenset(rules))
+        items = self._items.get(key)
+        if items is None:
+            items = self._items[key] = self._select_list(table, rules)
+        alias = ref.args.get("alias")
+        if alias is None:
+            alias = exp.TableAlias(this=ref.this.copy())
+        else:
+            alias = alias.copy()
+        select = exp.select(*(item.copy() for item in items)).from_(inner)
+        subquery = exp.Subquery(this=select, alias=alias)
+        if ref.args.get("pivots"):
+            subquery.set("pivots", [p.copy() for p in ref.args["pivots"]])
+        return subquery
+
+    def _select_list(self, table: TableRules, rules: Mapping[str, ColumnRule]) -> list[Any]:
+        """The projection's columns in catalog order, masked per rule (built once per table
+        and set of active rules, copied into each statement)."""
         items: list[Any] = []
         for name in table.columns:
             rule = rules.get(name.lower())
@@ -366,15 +384,7 @@ class SourcePolicies:
                 items.append(exp.alias_(self._null(table.types.get(name)), name, quoted=True))
             else:
                 items.append(exp.alias_(self._mask(rule, column), name, quoted=True))
-        alias = ref.args.get("alias")
-        if alias is None:
-            alias = exp.TableAlias(this=ref.this.copy())
-        else:
-            alias = alias.copy()
-        subquery = exp.Subquery(this=exp.select(*items).from_(inner), alias=alias)
-        if ref.args.get("pivots"):
-            subquery.set("pivots", [p.copy() for p in ref.args["pivots"]])
-        return subquery
+        return items
 
     def _null(self, type_name: str | None) -> Any:
         """NULL of the column's own type, so sums and comparisons still bind (plain NULL when
