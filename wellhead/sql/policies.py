@@ -492,9 +492,14 @@ def _mask_sql(policy: str, keep: int, dialect: str, column: str) -> str:
         return f"CASE WHEN {column} IS NULL THEN NULL ELSE '{REDACTED}' END"
     if policy == "partial":
         tail = f"SUBSTR({text}, LENGTH({text}) - {keep - 1})"
+        joined = (  # MySQL reads `||` as OR
+            f"CONCAT('{_PARTIAL_PREFIX}', {tail})"
+            if dialect == "mysql"
+            else f"'{_PARTIAL_PREFIX}' || {tail}"
+        )
         return (
             f"CASE WHEN {column} IS NULL THEN NULL WHEN LENGTH({text}) > {keep} "
-            f"THEN '{_PARTIAL_PREFIX}' || {tail} ELSE '{_PARTIAL_PREFIX}' END"
+            f"THEN {joined} ELSE '{_PARTIAL_PREFIX}' END"
         )
     if policy == "null":
         return f"CAST(NULL AS {_TEXT[dialect]})"
