@@ -524,3 +524,33 @@ def test_no_policies_is_no_object() -> None:
     """A source without policies gets no policy object: the executor skips the layer."""
     policies = ColumnPolicies.from_config({"a": {"t": {}}}, {"a": "duckdb"})
     assert not policies and policies.get("a") is None
+
+
+async def test_the_statement_cache_keys_on_lifted_policies(tmp_path: Path) -> None:
+    """Executor level: the same SQL compiled for a caller holding the lifting scope and for
+    one without is two cache entries, each with its own masking; a table without policies on
+    the same source runs as written."""
+    from wellhead.app import build_runtime
+    from wellhead.sql.executor import PageRequest
+
+    runtime = build_runtime(_settings("sqlite", tmp_path))
+    source = runtime.sources["people"]
+    await source.start()
+    executor = runtime.executor
+    try:
+        sql = "SELECT name FROM pii_people ORDER BY id"
+
+        async def names(scopes: frozenset[str]) -> list[Any]:
+            request = PageRequest(tool="t", source="people", sql=sql, params={}, scopes=scopes)
+            return [row[0] for row in (await executor.run(request)).rows]
+
+        assert await names(frozenset({"pii:read", "other"})) == ["Ada", "Bob", "Cyd"]
+        assert await names(frozenset()) == ["[redacted]"] * 3
+        assert await names(frozenset({"other"})) == ["[redacted]"] * 3  # same key as no scope
+        assert len(executor.statements) == 2
+        plain = await executor.compile(source, "SELECT count(*) FROM pii_visits", {})
+        assert plain.sql == "SELECT count(*) FROM pii_visits"  # not rewritten
+        masked = await executor.compile(source, "SELECT city FROM pii_people", {})
+        assert "[redacted]" in masked.sql and '"ssn"' in masked.sql  # NULL AS "ssn"
+    finally:
+        await source.close()

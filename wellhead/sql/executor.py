@@ -319,7 +319,7 @@ class QueryExecutor:
                     policy.check_unpageable(bound)
                 else:
                     masked = policy.apply(tree, lifted)
-                    if masked is not tree:
+                    if masked is not None:
                         tree, bound = masked, masked.sql(dialect=source.dialect)
             if checked.pageable:
                 first = PageTemplate(tree, dialect=source.dialect, column_count=None)  # type: ignore[arg-type]

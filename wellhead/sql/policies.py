@@ -214,13 +214,14 @@ class SourcePolicies:
                     "(masked columns read masked) or use describe_table"
                 )
 
-    def apply(self, tree: exp.Expression, lifted: Lifted) -> exp.Expression:
-        """The statement with every policed table replaced by its masking projection (the
-        same tree when it reads none); PolicyDenied for a denied column or a side channel."""
+    def apply(self, tree: exp.Expression, lifted: Lifted) -> exp.Expression | None:
+        """Replace every policed table by its masking projection, in place; None when the
+        statement reads no policed table. PolicyDenied for a denied column or a side
+        channel."""
         self._refuse_side_channels(tree)
         refs = [t for t in tree.find_all(exp.Table) if self._match(t) is not None]
         if not refs:
-            return tree
+            return None
         denied = {
             t.key: {k for k, r in self._active(t, lifted).items() if r.policy == "deny"}
             for t in self.tables
