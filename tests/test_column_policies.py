@@ -554,3 +554,33 @@ async def test_the_statement_cache_keys_on_lifted_policies(tmp_path: Path) -> No
         assert "[redacted]" in masked.sql and '"ssn"' in masked.sql  # NULL AS "ssn"
     finally:
         await source.close()
+
+
+async def test_a_policy_on_a_data_lake_view(tmp_path: Path) -> None:
+    """DuckDB views over allow-listed files are policed by their view name like tables."""
+    csv = tmp_path / "people.csv"
+    csv.write_text(
+        "id,name,city,ssn,email,phone,salary\n"
+        "1,Ada,Paris,123-45-6789,ada@example.com,+33 6 11 22 33 44,51000\n"
+        "2,Bob,Lyon,987-65-4321,bob@example.com,+33 6 55 66 77 88,62000\n"
+    )
+    settings = parse_settings(
+        {
+            "sources": {"lake": {"kind": "duckdb", "views": {"pii_people": str(csv)}}},
+            "column_policies": {"lake": POLICIES},
+        }
+    )
+    async with client_for(settings) as client:
+        masked = await client.call_tool(
+            "query", {"sql": "SELECT id, name, email, phone, salary FROM pii_people ORDER BY id"}
+        )
+        denied = await client.call_tool(
+            "query", {"sql": "SELECT * FROM pii_people"}, raise_on_error=False
+        )
+        legit = await client.call_tool(
+            "query", {"sql": "SELECT city, count(*) FROM pii_people GROUP BY city ORDER BY city"}
+        )
+    assert masked.structured_content["rows"][0] == [1, "[redacted]", ADA_HASH, "***3 44", None]
+    assert not _leaks(json.dumps(masked.structured_content), "", {})
+    assert denied.is_error and "pii_people.ssn is denied" in denied.content[0].text
+    assert legit.structured_content["rows"] == [["Lyon", 1], ["Paris", 1]]
