@@ -226,8 +226,10 @@ class SourcePolicies:
             t.key: {k for k, r in self._active(t, lifted).items() if r.policy == "deny"}
             for t in self.tables
         }
-        if any(denied.values()) and _may_name(tree, refs, denied):
-            self._refuse_denied(tree, denied)
+        if any(denied.values()):
+            self._refuse_joins(tree, denied)
+            if _may_name(tree, refs, denied):
+                self._refuse_denied(tree, denied)
         for node in tree.find_all(exp.Describe, exp.Summarize):
             if any(self._match(t) is not None for t in node.find_all(exp.Table)):
                 raise PolicyDenied(
@@ -239,6 +241,29 @@ class SourcePolicies:
             if table is not None:
                 ref.replace(self._projection(ref, table, lifted))
         return tree
+
+    def _refuse_joins(self, tree: exp.Expression, denied: Mapping[str, set[str]]) -> None:
+        """`USING (ssn)` names a denied column without a column node; NATURAL JOIN may join
+        on one without naming it at all."""
+        names = set().union(*denied.values())
+        for join in tree.find_all(exp.Join):
+            for ident in join.args.get("using") or []:
+                if isinstance(ident, exp.Expression) and ident.name.lower() in names:
+                    raise PolicyDenied(
+                        f"JOIN ... USING ({ident.name}) names a column denied by a column "
+                        f"policy on source {self.source!r}; join on other columns"
+                    )
+            if join.args.get("kind") == "NATURAL" or join.args.get("method") == "NATURAL":
+                select = join.parent
+                tables = list(select.find_all(exp.Table)) if select is not None else []
+                for ref in tables:
+                    table = self._match(ref)
+                    if table is not None and denied.get(table.key):
+                        raise PolicyDenied(
+                            f"NATURAL JOIN with {table.display} could join on its denied "
+                            f"column(s) {', '.join(sorted(self._names(table, denied)))}; "
+                            "use JOIN ... ON with the columns you mean"
+                        )
 
     def _refuse_side_channels(self, tree: exp.Expression) -> None:
         for node in tree.find_all(exp.Identifier, exp.Anonymous):
