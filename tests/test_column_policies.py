@@ -187,6 +187,8 @@ COMMON: list[tuple[str, str]] = [
     ("SELECT id FROM (SELECT * FROM pii_people) AS everything", "deny"),
     ("SELECT (SELECT p.ssn) FROM pii_people p", "deny"),
     ("SELECT a.id FROM pii_people a JOIN pii_people b USING (ssn)", "deny"),
+    ("SELECT p.email, v.day FROM (pii_people p JOIN pii_visits v ON p.id = v.person_id)", "rows"),
+    ("SELECT p.ssn FROM (pii_people p JOIN pii_visits v ON p.id = v.person_id)", "deny"),
     ("SELECT a.id FROM pii_people a NATURAL JOIN pii_visits b", "deny"),
     ("SELECT a.id, a.name FROM pii_people a JOIN pii_people b USING (email)", "rows"),
     ("SELECT ssn FROM pii_visits, pii_people", "deny"),

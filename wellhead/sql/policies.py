@@ -202,6 +202,7 @@ class SourcePolicies:
         """EXPLAIN, DESCRIBE, SUMMARIZE, SHOW: no projection can be put inside them, so they
         may not name a policed table (EXPLAIN ANALYZE counts rows of a predicate;
         SUMMARIZE shows min and max)."""
+        self._require_loaded()
         names = {t.name for t in self.tables}
         for match in _WORD.finditer(sql):  # words in strings count too: refusing is safe
             quoted, bare = match.group(1), match.group(2)
@@ -218,6 +219,7 @@ class SourcePolicies:
         """Replace every policed table by its masking projection, in place; None when the
         statement reads no policed table. PolicyDenied for a denied column or a side
         channel."""
+        self._require_loaded()
         self._refuse_side_channels(tree)
         refs = [t for t in tree.find_all(exp.Table) if self._match(t) is not None]
         if not refs:
@@ -241,6 +243,11 @@ class SourcePolicies:
             if table is not None:
                 ref.replace(self._projection(ref, table, lifted))
         return tree
+
+    def _require_loaded(self) -> None:
+        """Fail closed: without the catalog no table would match, and nothing be policed."""
+        if not self._loaded:
+            raise ConfigError(f"column policies of source {self.source!r} are not loaded yet")
 
     def _refuse_joins(self, tree: exp.Expression, denied: Mapping[str, set[str]]) -> None:
         """`USING (ssn)` names a denied column without a column node; NATURAL JOIN may join
@@ -285,8 +292,8 @@ class SourcePolicies:
                 quote_identifiers=False,
             )
             scopes = traverse_scope(qualified)
-        except (SqlglotError, RecursionError, KeyError, ValueError, TypeError):
-            return  # unanalysable: the projection still leaves denied columns out
+        except Exception:  # noqa: BLE001 - unanalysable: the projection still keeps it NULL
+            return
         star = _has_star(tree)
         for scope in scopes:
             self._refuse_stars(scope, denied)
@@ -393,8 +400,9 @@ class SourcePolicies:
             alias = alias.copy()
         select = exp.select(*(item.copy() for item in items)).from_(inner)
         subquery = exp.Subquery(this=select, alias=alias)
-        if ref.args.get("pivots"):
-            subquery.set("pivots", [p.copy() for p in ref.args["pivots"]])
+        for arg in ("pivots", "joins", "laterals"):  # `FROM (t JOIN u ON ...)` hangs u on t
+            if ref.args.get(arg):
+                subquery.set(arg, [node.copy() for node in ref.args[arg]])
         return subquery
 
     def _select_list(self, table: TableRules, rules: Mapping[str, ColumnRule]) -> list[Any]:
