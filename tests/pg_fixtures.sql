@@ -153,3 +153,24 @@ GRANT CONNECT ON DATABASE :"db" TO wellhead_writer;
 GRANT USAGE ON SCHEMA public, sales TO wellhead_writer;
 GRANT SELECT ON ALL TABLES IN SCHEMA public, sales TO wellhead_writer;
 GRANT INSERT ON public.orders TO wellhead_writer;
+
+-- Column policies (tests/test_column_policies.py): a table of people with PII columns whose
+-- clear values must never come out through a policed source.
+SET ROLE wellhead_admin;
+CREATE TABLE public.pii_people (
+    id      integer PRIMARY KEY,
+    name    text NOT NULL,
+    city    text NOT NULL,
+    ssn     text NOT NULL,
+    email   text NOT NULL,
+    phone   text,
+    salary  integer NOT NULL
+);
+INSERT INTO public.pii_people VALUES
+    (1, 'Ada', 'Paris', '123-45-6789', 'ada@example.com', '+33 6 11 22 33 44', 51000),
+    (2, 'Bob', 'Lyon', '987-65-4321', 'bob@example.com', '+33 6 55 66 77 88', 62000),
+    (3, 'Cyd', 'Paris', '555-12-0000', 'cyd@example.com', NULL, 73000);
+CREATE TABLE public.pii_visits (person_id integer NOT NULL, day date NOT NULL);
+INSERT INTO public.pii_visits VALUES (1, '2024-01-01'), (1, '2024-01-02'), (2, '2024-01-03');
+RESET ROLE;
+GRANT SELECT ON public.pii_people, public.pii_visits TO wellhead_ro;

@@ -39,6 +39,7 @@ from wellhead.sources import build_source
 from wellhead.sources.base import Source
 from wellhead.sql.executor import QueryExecutor
 from wellhead.sql.paging import CursorCodec
+from wellhead.sql.policies import ColumnPolicies
 from wellhead.sql.safety import check_read_only
 from wellhead.tools.core import register_core_tools
 from wellhead.tools.plugins import entry_point_plugins, load_plugin
@@ -182,7 +183,12 @@ def build_runtime(settings: Settings) -> Runtime:
         name: build_source(name, config, query_timeout_s=settings.limits.query_timeout_s)
         for name, config in settings.sources.items()
     }
-    executor = QueryExecutor(sources, settings.limits, CursorCodec(cursor_secret(settings)))
+    policies = ColumnPolicies.from_config(
+        settings.column_policies, {name: source.dialect for name, source in sources.items()}
+    )
+    executor = QueryExecutor(
+        sources, settings.limits, CursorCodec(cursor_secret(settings)), policies
+    )
     runtime = Runtime(
         settings=settings, sources=sources, executor=executor, store=state_store(settings)
     )

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from wellhead.errors import ConfigError
+from wellhead.sql.policy_config import ColumnPolicyConfig
 from wellhead.tools.sql_tool_config import SqlToolConfig, ToolsetsConfig
 
 _SOURCE_KINDS = ("duckdb", "sqlite", "postgres", "mysql")
@@ -522,6 +523,21 @@ class Settings(_Strict):
         default_factory=dict, description="SQL tools declared in config, by tool name."
     )
     toolsets: ToolsetsConfig = ToolsetsConfig()
+    column_policies: dict[str, dict[str, dict[str, ColumnPolicyConfig]]] = Field(
+        default_factory=dict,
+        description="source -> table -> column -> deny | hash | redact | partial | null "
+        "(or {policy, keep, unless_scopes}); see docs/column-policies.md.",
+    )
+
+    @model_validator(mode="after")
+    def _policies_name_sources(self) -> Settings:
+        unknown = sorted(set(self.column_policies) - set(self.sources))
+        if unknown:
+            known = ", ".join(sorted(self.sources)) or "none"
+            raise ValueError(
+                f"column_policies names unknown source(s) {', '.join(unknown)} (sources: {known})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_source_exists(self) -> Settings:

@@ -65,3 +65,10 @@ class SourceUnavailable(WellheadError):
 
 class PoolExhausted(SourceUnavailable):
     kind = "pool_exhausted"
+
+
+class PolicyDenied(WellheadError):
+    """A column policy refuses the statement: it reads a denied column, or a route around
+    a masked one (statistics, EXPLAIN of a policed table)."""
+
+    kind = "policy_denied"

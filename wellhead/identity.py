@@ -44,3 +44,15 @@ def _http_session() -> str | None:
         return None
     value = request.headers.get(_SESSION_HEADER)
     return value or None
+
+
+def caller_scopes() -> frozenset[str]:
+    """The scopes of the caller's access token (empty without auth): they may lift column
+    policies, so they travel down to the executor as data."""
+    try:
+        token = get_access_token()
+    except Exception:  # noqa: BLE001 - no auth context on this transport
+        return frozenset()
+    if token is None:
+        return frozenset()
+    return frozenset(token.scopes or ())

@@ -20,6 +20,7 @@ lowers it, so with several SQLite sources the smallest configured limit applies.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -114,6 +115,14 @@ def _authorize(
     else:
         denied = True
     return sqlite3.SQLITE_DENY if denied else sqlite3.SQLITE_OK
+
+
+def _sha256_hex(value: object) -> str | None:
+    """SQLite has no hash function: the `hash` column mask (wellhead.sql.policies) calls this."""
+    if value is None:
+        return None
+    data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,7 @@ class SQLiteSource(Source):
             ) from None
         if hasattr(db, "enable_load_extension"):  # absent when Python is built without it
             db.enable_load_extension(False)
+        db.create_function("wellhead_sha256", 1, _sha256_hex, deterministic=True)
         db.set_authorizer(_authorize)
         with self._lock:
             self._connections += 1

@@ -38,6 +38,7 @@ from wellhead.errors import (
 from wellhead.sources.base import Column, RowBatch, Source
 from wellhead.sql import encoding
 from wellhead.sql.paging import CursorCodec, CursorState, PageTemplate, count_tree
+from wellhead.sql.policies import NOTHING_LIFTED, ColumnPolicies, Lifted, SourcePolicies
 from wellhead.sql.safety import CheckedStatement, bind_named, check_read_only
 
 ProgressCallback = Callable[[float, float], Awaitable[None]]
@@ -89,6 +90,8 @@ class PageRequest:
     """Who asks (identity.caller_owner()); stamped on the cursor so only they can continue."""
     column_types: list[str] | None = None
     """From the cursor: the result's column types, which the total order of a page needs."""
+    scopes: frozenset[str] = frozenset()
+    """The caller's token scopes (identity.caller_scopes()): they may lift column policies."""
 
 
 @dataclass
@@ -143,22 +146,26 @@ class _Slot:
         self.name = name
 
 
+CacheKey = tuple[str, str, tuple[str, ...], Lifted]
+"""Source, SQL text, parameter names, and the column policies the caller's scopes lift (a
+statement compiled with a policy lifted must never serve a caller without that scope)."""
+
+
 class StatementCache:
-    """A bounded LRU of compiled statements, keyed by source, SQL text and parameter names."""
+    """A bounded LRU of compiled statements, keyed by source, SQL text, parameter names and
+    lifted column policies."""
 
     def __init__(self, entries: int = _CACHE_ENTRIES) -> None:
         self.entries = entries
-        self._items: OrderedDict[tuple[str, str, tuple[str, ...]], CompiledStatement] = (
-            OrderedDict()
-        )
+        self._items: OrderedDict[CacheKey, CompiledStatement] = OrderedDict()
 
-    def get(self, key: tuple[str, str, tuple[str, ...]]) -> CompiledStatement | None:
+    def get(self, key: CacheKey) -> CompiledStatement | None:
         item = self._items.get(key)
         if item is not None:
             self._items.move_to_end(key)
         return item
 
-    def put(self, key: tuple[str, str, tuple[str, ...]], item: CompiledStatement) -> None:
+    def put(self, key: CacheKey, item: CompiledStatement) -> None:
         if len(key[1]) > _CACHE_MAX_SQL_BYTES:
             return
         self._items[key] = item
@@ -173,11 +180,18 @@ class StatementCache:
 class QueryExecutor:
     """Turns page requests into pages for a set of named sources."""
 
-    def __init__(self, sources: dict[str, Source], limits: LimitsConfig, codec: CursorCodec):
+    def __init__(
+        self,
+        sources: dict[str, Source],
+        limits: LimitsConfig,
+        codec: CursorCodec,
+        policies: ColumnPolicies | None = None,
+    ):
         self.sources = sources
         self.limits = limits
         self.codec = codec
         self.statements = StatementCache()
+        self.policies = policies or ColumnPolicies({})
 
     def source(self, name: str) -> Source:
         try:
@@ -228,7 +242,7 @@ class QueryExecutor:
                 f"(got {budget})"
             )
         source = self.source(request.source)
-        compiled = await self.compile(source, request.sql, request.params)
+        compiled = await self.compile(source, request.sql, request.params, request.scopes)
         values = compiled.values(request.params)
         deadline = time.monotonic() + limits.query_timeout_s
 
@@ -242,24 +256,41 @@ class QueryExecutor:
                 reporter.cancel()
         return page
 
-    async def compile(self, source: Source, sql: str, params: dict[str, Any]) -> CompiledStatement:
+    async def compile(
+        self,
+        source: Source,
+        sql: str,
+        params: dict[str, Any],
+        scopes: frozenset[str] = frozenset(),
+    ) -> CompiledStatement:
         """The compiled statement, from the cache or checked now (off the loop when long)."""
         if not isinstance(sql, str) or not sql.strip():
             raise InvalidRequest("sql is empty; pass one read-only SQL statement")
         self._check_size(sql)
         names = tuple(sorted(params))
-        key = (source.name, sql, names)
+        policy = self.policies.get(source.name)
+        lifted = policy.lifted(scopes) if policy is not None else NOTHING_LIFTED
+        key = (source.name, sql, names, lifted)
         cached = self.statements.get(key)
         if cached is not None:
             return cached
+        if policy is not None:
+            await policy.ready(source)
         if len(sql) > _CHECK_IN_THREAD_BYTES:
-            compiled = await asyncio.to_thread(self._compile, source, sql, names)
+            compiled = await asyncio.to_thread(self._compile, source, sql, names, policy, lifted)
         else:
-            compiled = self._compile(source, sql, names)
+            compiled = self._compile(source, sql, names, policy, lifted)
         self.statements.put(key, compiled)
         return compiled
 
-    def _compile(self, source: Source, sql: str, names: tuple[str, ...]) -> CompiledStatement:
+    def _compile(
+        self,
+        source: Source,
+        sql: str,
+        names: tuple[str, ...],
+        policy: SourcePolicies | None = None,
+        lifted: Lifted = NOTHING_LIFTED,
+    ) -> CompiledStatement:
         try:
             checked = check_read_only(sql, source.dialect)
             tree: exp.Expression | None = None
@@ -283,6 +314,13 @@ class QueryExecutor:
                     tree = sqlglot.parse_one(bound, read=source.dialect)  # type: ignore[assignment]
                 except SqlglotError as exc:  # the checked text parsed; its bound twin must too
                     raise UnsafeSQL(f"could not re-parse the bound statement: {exc}") from None
+            if policy is not None:  # column policies: masking projections, or a refusal
+                if tree is None:
+                    policy.check_unpageable(bound)
+                else:
+                    masked = policy.apply(tree, lifted)
+                    if masked is not None:
+                        tree, bound = masked, masked.sql(dialect=source.dialect)
             if checked.pageable:
                 first = PageTemplate(tree, dialect=source.dialect, column_count=None)  # type: ignore[arg-type]
         except RecursionError:

@@ -11,7 +11,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastmcp import Context, FastMCP
 from fastmcp.tools import ToolResult
@@ -20,7 +20,8 @@ from pydantic import Field
 
 from wellhead.config import LimitsConfig
 from wellhead.errors import BudgetExceeded, InvalidRequest
-from wellhead.identity import caller_owner
+from wellhead.identity import caller_owner, caller_scopes
+from wellhead.sources.base import TableDescription
 from wellhead.sql import encoding
 from wellhead.sql.executor import Page, PageRequest, ProgressCallback, QueryExecutor
 from wellhead.sql.paging import CursorState
@@ -136,6 +137,7 @@ def register_core_tools(
                 budget_bytes=budget_bytes,
                 owner=owner,
                 column_types=state.column_types,
+                scopes=caller_scopes(),
             )
         else:
             if sql is None:
@@ -148,6 +150,7 @@ def register_core_tools(
                 max_rows=max_rows,
                 budget_bytes=budget_bytes,
                 owner=owner,
+                scopes=caller_scopes(),
             )
         page = await executor.run(request, progress_reporter(ctx))
         return page_result(page)
@@ -260,6 +263,7 @@ async def describe(
     executor: QueryExecutor, source: str, table: str, sample_rows: int
 ) -> TableDescriptionResult:
     description = await executor.source(source).describe_table(table, sample_rows)
+    policies, samples = await column_policies(executor, source, description, caller_scopes())
     return TableDescriptionResult(
         source=source,
         table=description.table.name,
@@ -277,6 +281,22 @@ async def describe(
             }
             for fk in description.foreign_keys
         ],
-        sample_rows=[[encoding.to_json_value(v) for v in row] for row in description.sample_rows],
+        sample_rows=[[encoding.to_json_value(v) for v in row] for row in samples],
         note=None,
+        column_policies=policies,
     )
+
+
+async def column_policies(
+    executor: QueryExecutor, source: str, description: TableDescription, scopes: frozenset[str]
+) -> tuple[dict[str, str], list[list[Any]]]:
+    """The policy each column has for this caller, and the sample rows masked to match."""
+    rows = [list(row) for row in description.sample_rows]
+    policy = executor.policies.get(source)
+    if policy is None:
+        return {}, rows
+    await policy.ready(executor.source(source))
+    lifted = policy.lifted(scopes)
+    name = description.table.name
+    names = [c.name for c in description.columns]
+    return policy.describe(name, lifted), policy.mask_rows(name, names, rows, lifted)

@@ -27,7 +27,7 @@ from sqlglot import exp
 
 from wellhead.config import Settings
 from wellhead.errors import ConfigError, InvalidRequest, QueryTimeout, WellheadError
-from wellhead.identity import caller_owner
+from wellhead.identity import caller_owner, caller_scopes
 from wellhead.sql.executor import PageRequest, QueryExecutor
 from wellhead.sql.safety import bind_named, check_read_only, named_parameters
 from wellhead.tools.core import page_result, progress_reporter
@@ -288,6 +288,7 @@ class SqlTool(Tool):
             budget_bytes=self._config.budget_bytes,
             owner=owner,
             column_types=column_types,
+            scopes=caller_scopes(),
         )
 
 
