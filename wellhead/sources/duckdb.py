@@ -62,7 +62,9 @@ from wellhead.sources._dbapi import (
     MAX_ERROR_CHARS,
     PING_TIMEOUT,
     Converter,
+    Fetched,
     fetch_upto,
+    scan_chunks,
 )
 from wellhead.sources._threads import Deadline, Interruptible, run_interruptible, timeout_error
 from wellhead.sources.base import (
@@ -71,6 +73,7 @@ from wellhead.sources.base import (
     ForeignKey,
     Interval,
     RowBatch,
+    ScanSink,
     Source,
     TableDescription,
     TableInfo,
@@ -292,6 +295,7 @@ class DuckDBSource(Source):
         check: bool,
         max_bytes: int | None = None,
         exact: bool = True,
+        sink: ScanSink | None = None,
     ) -> RowBatch:
         setting = f"sources.{self.name}.max_cell_bytes"
 
@@ -316,15 +320,19 @@ class DuckDBSource(Source):
                     cur.execute(sql, args)
                     columns = [Column(str(d[0]), str(d[1])) for d in (cur.description or [])]
                     converters = None
-                fetched = fetch_upto(
-                    cur,
-                    max_rows + 1,
-                    max_bytes=max_bytes,
-                    max_cell_bytes=self.max_cell_bytes,
-                    names=lambda: [c.name for c in columns],
-                    converters=converters,
-                    setting=setting,
-                )
+                if sink is not None:  # a snapshot: every row, in chunks
+                    scan_chunks(cur, sink, lambda _: columns, converters)
+                    fetched = Fetched([], 0, full=False)
+                else:
+                    fetched = fetch_upto(
+                        cur,
+                        max_rows + 1,
+                        max_bytes=max_bytes,
+                        max_cell_bytes=self.max_cell_bytes,
+                        names=lambda: [c.name for c in columns],
+                        converters=converters,
+                        setting=setting,
+                    )
             finally:
                 state.detach()
                 cur.close()
@@ -380,6 +388,16 @@ class DuckDBSource(Source):
         return await self._run(
             sql, params, max_rows=max_rows, timeout=timeout, check=True, max_bytes=max_bytes
         )
+
+    async def scan(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        timeout: float,  # noqa: ASYNC109
+        sink: ScanSink,
+    ) -> None:
+        await self._run(sql, params, max_rows=0, timeout=timeout, check=True, sink=sink)
 
     async def ping(self) -> None:
         try:

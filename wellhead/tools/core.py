@@ -47,7 +47,10 @@ def page_result(page: Page) -> ToolResult:
         next_cursor=page.next_cursor,
         note=page.note,
     )
-    text = encoding.render_table([c.name for c in page.columns], page.rows)
+    if page.row_texts is not None:  # read from a snapshot: each row's JSON text is stored
+        text = "\n".join([encoding.dumps([c.name for c in page.columns]), *page.row_texts])
+    else:
+        text = encoding.render_table([c.name for c in page.columns], page.rows)
     trailer = [f"rows {page.offset + 1}-{page.offset + len(page.rows)}"]
     if page.total_rows is not None:
         trailer.append(f"of {page.total_rows}")
@@ -136,6 +139,7 @@ def register_core_tools(
                 budget_bytes=budget_bytes,
                 owner=owner,
                 column_types=state.column_types,
+                snapshot=state.snapshot,
             )
         else:
             if sql is None:

@@ -266,6 +266,7 @@ class SqlTool(Tool):
             offset=state.offset,
             total=state.total,
             column_types=state.column_types,
+            snapshot=state.snapshot,
         )
 
     def _request(
@@ -276,6 +277,7 @@ class SqlTool(Tool):
         offset: int = 0,
         total: int | None = None,
         column_types: list[str] | None = None,
+        snapshot: str | None = None,
     ) -> PageRequest:
         return PageRequest(
             tool=self.name,
@@ -288,6 +290,7 @@ class SqlTool(Tool):
             budget_bytes=self._config.budget_bytes,
             owner=owner,
             column_types=column_types,
+            snapshot=snapshot,
         )
 
 
