@@ -19,6 +19,9 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from wellhead.sql import encoding
 
 _string = json.encoder.encode_basestring  # type: ignore[attr-defined]
@@ -100,11 +103,15 @@ def encode_column(values: Sequence[Any]) -> list[str]:
     return ["null" if v is None else next(texts) for v in values]
 
 
-def encode_rows(rows: Sequence[Sequence[Any]], width: int) -> list[str]:
-    """Each row's JSON text (`[v1,v2,...]`), as `encoding.dumps` of its JSON values."""
+def encode_rows(rows: Sequence[Sequence[Any]], width: int) -> pa.StringArray:
+    """Each row's JSON text (`[v1,v2,...]`), as `encoding.dumps` of its JSON values.
+
+    Cells are encoded a column at a time in Python, rows are joined by Arrow (in C++).
+    """
     if not rows:
-        return []
+        return pa.array([], pa.string())
     if width == 0:
-        return ["[]"] * len(rows)
-    columns = [encode_column(column) for column in zip(*rows, strict=True)]
-    return list(map("[{}]".format, map(",".join, zip(*columns, strict=True))))
+        return pa.array(["[]"] * len(rows), pa.string())
+    columns = [pa.array(encode_column(column), pa.string()) for column in zip(*rows, strict=True)]
+    inner = pc.binary_join_element_wise(*columns, ",")
+    return pc.binary_join_element_wise("[", inner, "]", "")

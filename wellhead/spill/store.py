@@ -66,39 +66,45 @@ class SnapshotWriter:
         self.rows = 0
         self.bytes = 0
         self.columns: list[tuple[str, str]] | None = None
-        self._pending: list[str] = []
+        self._pending: list[pa.StringArray] = []
+        self._pending_rows = 0
         self._writer: pq.ParquetWriter | None = None
 
-    def add(self, columns: list[tuple[str, str]], texts: list[str]) -> None:
+    def add(self, columns: list[tuple[str, str]], texts: pa.StringArray) -> None:
         """Rows as JSON text; raises SnapshotTooBig past the store's row or byte limits."""
         if self.columns is None:
             self.columns = columns
         self.rows += len(texts)
-        self.bytes += sum(map(len, texts))
+        self.bytes += int(pc.sum(pc.binary_length(texts)).as_py() or 0)
         store = self.store
         if self.rows > store.max_rows or self.bytes > store.max_result_bytes:
             raise SnapshotTooBig(
                 f"the result has more than {store.max_rows:,} rows or {store.max_result_bytes:,} "
                 "bytes, more than a snapshot may hold"
             )
-        self._pending.extend(texts)
-        while len(self._pending) >= ROW_GROUP_ROWS:
-            self._flush(self._pending[:ROW_GROUP_ROWS])
-            del self._pending[:ROW_GROUP_ROWS]
+        self._pending.append(texts)
+        self._pending_rows += len(texts)
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            pending = pa.chunked_array(self._pending, pa.string())
+            whole = self._pending_rows // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+            self._flush(pending.slice(0, whole))
+            rest = pending.slice(whole)
+            self._pending = [chunk for chunk in rest.chunks if len(chunk)]
+            self._pending_rows = len(rest)
 
-    def _flush(self, texts: list[str]) -> None:
+    def _flush(self, texts: pa.ChunkedArray) -> None:
         if self._writer is None:
             meta = {"wellhead.columns": json.dumps(self.columns or [])}
             self._writer = pq.ParquetWriter(
                 self.part, _SCHEMA.with_metadata(meta), compression="zstd"
             )
-        table = pa.Table.from_arrays([pa.array(texts, pa.string())], schema=self._writer.schema)
+        table = pa.Table.from_arrays([texts], schema=self._writer.schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
 
     def commit(self) -> SnapshotInfo:
-        if self._pending or self._writer is None:
-            self._flush(self._pending)
-            self._pending = []
+        if self._pending_rows or self._writer is None:
+            self._flush(pa.chunked_array(self._pending, pa.string()))
+            self._pending, self._pending_rows = [], 0
         assert self._writer is not None
         self._writer.close()
         os.replace(self.part, self.final)

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+
 from wellhead.errors import CursorError, QueryTimeout
 from wellhead.sources.base import Column, Source
 from wellhead.spill.rows import encode_rows
@@ -65,11 +67,11 @@ class Snapshots:
 
         def sink(columns: list[Column], rows: Sequence[Sequence[Any]]) -> int:
             texts = encode_rows(rows, len(columns))
-            size = sum(map(len, texts))
-            if size > limit and max(map(len, texts)) > limit:
+            sizes = pc.binary_length(texts)
+            if pc.max(sizes).as_py() > limit:
                 raise _RowTooBig("a row is larger than the largest page")
             writer.add([(c.name, c.type) for c in columns], texts)
-            return size
+            return int(pc.sum(sizes).as_py())
 
         try:
             await source.scan(sql, values, timeout=timeout, sink=sink)
