@@ -46,7 +46,7 @@ COLUMNS: dict[str, list[Any]] = {
         dt.datetime(2024, 1, 2, 3, 4, 5),
         dt.datetime(2024, 1, 2, 3, 4, 5, 600),
         dt.datetime(1, 1, 1),
-        dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+        dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     ],
     "dates": [dt.date(2024, 2, 29), dt.date(1, 1, 1), None],
     "times": [dt.time(0, 0), dt.time(23, 59, 59, 999999)],
