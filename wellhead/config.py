@@ -354,7 +354,9 @@ class Settings(_Strict):
     tracing: TracingConfig = TracingConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     state: StateConfig = StateConfig()
-    snapshots: SnapshotsConfig = SnapshotsConfig()
+    snapshots: SnapshotsConfig = Field(
+        SnapshotsConfig(), description="Result snapshots: walks page from a result spilled once."
+    )
     plugins: list[str] = Field(default_factory=list)
     plugin_entry_points: bool = Field(
         True, description="Also load plugins installed packages declare (group wellhead.plugins)."
