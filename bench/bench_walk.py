@@ -2,7 +2,7 @@
 
     . .ci/postgres.sh start && eval "$(bash .ci/postgres.sh env)"     # optional, for PostgreSQL
     python -m bench.bench_walk [--engines duckdb,sqlite,postgres] [--modes offset,snapshot]
-                               [--offset-pages 0] [--pages 0]
+                               [--offset-pages 20] [--pages 0] [--drop-pg-schema]
 
 The data is bench_http's: 1,000,000 demo orders with the customer's country (7 columns), as a
 DuckDB file and a SQLite file under `<cache dir>/bench/`, and in schema `bench` of the
@@ -14,15 +14,20 @@ ask for (max_rows 2,000, budget_bytes 262,144), following next_cursor to the end
 that the walk returned order_id 1..1,000,000 exactly once, in order. Modes:
 
 - `offset`: `snapshots.enabled: false`, main's path (every page re-runs the ordered statement
-  with a growing OFFSET); `--offset-pages N` stops it after N pages (it is quadratic);
-- `snapshot`: the default, the first page spills the result once and pages read the snapshot.
+  with a growing OFFSET). The walk stops after `--offset-pages` pages (20; 0: to the end, which
+  takes many minutes), and page 400 is asked directly three times with a cursor for offset
+  798,000 signed with the server's secret (the bench sets `cursor.secret`);
+- `snapshot`: the default, the first page spills the result once and pages read the snapshot;
+  the walk goes to the end and page 400 is the median of pages 399-401.
 
 The client is a minimal JSON-RPC client over HTTP (httpx, the handshake era with a session id):
 it parses each response but does not re-validate the rows against the tool's output schema, as
 fastmcp.Client does in pure-Python jsonschema (about 20 ms a 2,000-row page, see
 docs/benchmarks.md); the figures are the server and the transport. Printed per engine and mode:
-pages, rows, seconds, rows/s, page 1 and page 400 (median of pages 399-401) in milliseconds and
-their ratio, and the server's RSS peak.
+pages, rows, seconds, rows/s, page 1, the median page after it and page 400 in milliseconds,
+p400/p1, the server's CPU seconds for the walk (user + system, all threads) and rows per CPU
+second, its RSS peak, and the 1-minute load average when the walk began (the machine is
+shared: wall-clock figures move with it, CPU seconds much less).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +60,12 @@ from bench.bench_http import (  # noqa: E402
     wellhead_command,
 )
 from wellhead.demo.build import DEMO_COUNTS, ensure_demo_database  # noqa: E402
+from wellhead.sql.paging import CursorCodec  # noqa: E402
 
 SQL = "SELECT * FROM orders"
 PAGE = {"max_rows": 2_000, "budget_bytes": 262_144}
 PROTOCOL = "2025-06-18"
+SECRET = "bench-walk-cursor-secret-0123456789"
 
 
 class McpHttp:
@@ -69,11 +76,14 @@ class McpHttp:
         self.http = httpx.Client(timeout=120)
         self.session: str | None = None
         self.ids = 0
-        self.rpc("initialize", {
-            "protocolVersion": PROTOCOL,
-            "capabilities": {},
-            "clientInfo": {"name": "bench-walk", "version": "1"},
-        })
+        self.rpc(
+            "initialize",
+            {
+                "protocolVersion": PROTOCOL,
+                "capabilities": {},
+                "clientInfo": {"name": "bench-walk", "version": "1"},
+            },
+        )
         self.notify("notifications/initialized")
 
     def _headers(self) -> dict[str, str]:
@@ -129,9 +139,11 @@ class Walk:
     exact: bool = True
     complete: bool = False
     page_ms: list[float] = field(default_factory=list)
+    cursors: list[str] = field(default_factory=list)
 
 
 def walk(client: McpHttp, limit: int) -> Walk:
+    """Follow next_cursor from the first page (to the end, or for `limit` pages)."""
     done = Walk()
     expected = 1
     arguments: dict[str, Any] = {"sql": SQL, **PAGE}
@@ -151,10 +163,28 @@ def walk(client: McpHttp, limit: int) -> Walk:
             done.complete = True
             done.exact &= done.rows == DEMO_COUNTS["orders"]
             break
+        done.cursors.append(cursor)
         if limit and done.pages >= limit:
             break
         arguments = {"cursor": cursor, **PAGE}
     return done
+
+
+def timed_page(client: McpHttp, cursor: str, offset: int) -> float:
+    """Milliseconds for the page at `offset`, asked with a cursor signed like the server's
+    own (same secret): page 400 of an OFFSET walk without walking 399 pages first."""
+    codec = CursorCodec(SECRET.encode())
+    state = replace(codec.decode(cursor), offset=offset)
+    started = time.perf_counter()
+    page = client.call("query", {"cursor": codec.encode(state), **PAGE})
+    elapsed = (time.perf_counter() - started) * 1000
+    assert page["rows"][0][0] == offset + 1, "page 400 does not start where it should"
+    return elapsed
+
+
+def server_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_peak_mib(pid: int) -> float:
@@ -170,28 +200,52 @@ def serve(engine: Any, mode: str, run_dir: Path) -> ServerSubprocess:
     settings: dict[str, Any] = {
         "server": {"transport": "http", "port": port},
         "sources": {engine.name: engine.wellhead_source},
+        "cursor": {"secret": SECRET},
         "plugin_entry_points": False,
+        "snapshots": {"enabled": mode == "snapshot", "dir": str(run_dir / "snapshots")},
     }
-    if mode == "offset":
-        settings["snapshots"] = {"enabled": False}
-    else:
-        settings["snapshots"] = {"dir": str(run_dir / "snapshots")}
     config.write_text(json.dumps(settings, indent=2))  # JSON is YAML
     args = [*wellhead_command(), "serve", "--config", str(config)]
     return ServerSubprocess(args, port, run_dir / f"{engine.name}-{mode}.log", "/readyz")
 
 
-def page_400(page_ms: list[float]) -> float | None:
-    if len(page_ms) < 401:
-        return None
-    return statistics.median(page_ms[398:401])
+def run(engine: Any, mode: str, run_dir: Path, args: argparse.Namespace) -> None:
+    server = serve(engine, mode, run_dir)
+    try:
+        client = McpHttp(server.url + "/mcp")
+        cpu = server_cpu_s(server.process.pid)
+        load = os.getloadavg()[0]
+        if mode == "offset":
+            done = walk(client, args.offset_pages)
+            deep = [timed_page(client, done.cursors[0], 399 * PAGE["max_rows"]) for _ in range(3)]
+            p400 = statistics.median(deep)
+        else:
+            done = walk(client, args.pages)
+            p400 = statistics.median(done.page_ms[398:401]) if done.pages > 400 else float("nan")
+        cpu = server_cpu_s(server.process.pid) - cpu
+        rss = rss_peak_mib(server.process.pid)
+        client.close()
+    finally:
+        server.stop()
+    p1 = done.page_ms[0]
+    steady = statistics.median(done.page_ms[1:]) if done.pages > 1 else float("nan")
+    exact = "yes" if done.exact else "NO"
+    if not done.complete:
+        exact += f" ({done.pages} pages)"
+    print(
+        f"{engine.name:<9} {mode:<9} {done.pages:>5} {done.rows:>9,} {done.seconds:>7.1f} "
+        f"{done.rows / done.seconds:>8,.0f} {p1:>8.1f} {steady:>8.1f} {p400:>8.1f} "
+        f"{p400 / p1:>7.2f} {cpu:>6.1f} {done.rows / max(cpu, 1e-9):>9,.0f} {rss:>7.0f} "
+        f"{load:>5.1f} {exact}",
+        flush=True,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--engines", default="duckdb,sqlite,postgres")
     parser.add_argument("--modes", default="offset,snapshot")
-    parser.add_argument("--offset-pages", type=int, default=0, help="0: walk to the end")
+    parser.add_argument("--offset-pages", type=int, default=20, help="0: walk to the end")
     parser.add_argument("--pages", type=int, default=0, help="snapshot mode; 0: to the end")
     parser.add_argument("--drop-pg-schema", action="store_true")
     args = parser.parse_args()
@@ -200,34 +254,16 @@ def main() -> int:
     duckdb_path = build_duckdb(demo)
     sqlite_path = build_sqlite(duckdb_path)
     chosen = engines(args.engines.split(","), sqlite_path, duckdb_path)
-    print(f"{'engine':<9} {'mode':<9} {'pages':>5} {'rows':>9} {'s':>7} {'rows/s':>8} "
-          f"{'p1 ms':>7} {'p400 ms':>8} {'p400/p1':>7} {'RSS MiB':>8} exact")
+    print(
+        f"{'engine':<9} {'mode':<9} {'pages':>5} {'rows':>9} {'s':>7} {'rows/s':>8} "
+        f"{'p1 ms':>8} {'page ms':>8} {'p400 ms':>8} {'p400/p1':>7} {'CPU s':>6} "
+        f"{'rows/CPU s':>9} {'RSS MiB':>7} {'load':>5} exact"
+    )
     try:
         with tempfile.TemporaryDirectory(prefix="wellhead-bench-walk-") as tmp:
             for engine in chosen:
                 for mode in args.modes.split(","):
-                    server = serve(engine, mode, Path(tmp))
-                    try:
-                        client = McpHttp(server.url + "/mcp")
-                        limit = args.offset_pages if mode == "offset" else args.pages
-                        done = walk(client, limit)
-                        client.close()
-                        rss = rss_peak_mib(server.process.pid)
-                    finally:
-                        server.stop()
-                    p1 = done.page_ms[0]
-                    p400 = page_400(done.page_ms)
-                    ratio = f"{p400 / p1:7.2f}" if p400 is not None else "      -"
-                    p400s = f"{p400:8.1f}" if p400 is not None else "       -"
-                    exact = "yes" if done.exact else "NO"
-                    if not done.complete:
-                        exact += f" (stopped after {done.pages} pages)"
-                    print(
-                        f"{engine.name:<9} {mode:<9} {done.pages:>5} {done.rows:>9,} "
-                        f"{done.seconds:>7.1f} {done.rows / done.seconds:>8,.0f} {p1:>7.1f} "
-                        f"{p400s} {ratio} {rss:>8.0f} {exact}",
-                        flush=True,
-                    )
+                    run(engine, mode, Path(tmp), args)
     finally:
         if args.drop_pg_schema:
             drop_pg_schema()

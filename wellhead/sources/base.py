@@ -159,5 +159,14 @@ class Source(abc.ABC):
         raise NotImplementedError
 
 
-ScanSink = Callable[[list[Column], Sequence[Sequence[Value]]], int]
-"""Receives (columns, rows) of one chunk; returns its encoded size in bytes."""
+@dataclass(frozen=True)
+class EncodedRows:
+    """A chunk of rows the engine wrote as JSON text itself: exactly what
+    `wellhead.sql.encoding` would make of the values `fetch` returns (an Arrow string array)."""
+
+    texts: Any
+
+
+ScanSink = Callable[[list[Column], "Sequence[Sequence[Value]] | EncodedRows | None"], int]
+"""Receives (columns, rows) of one chunk and returns its encoded size in bytes. `rows` may be
+`EncodedRows`; None means: forget the rows so far, the scan starts over (another way)."""

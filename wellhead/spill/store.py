@@ -101,6 +101,13 @@ class SnapshotWriter:
         table = pa.Table.from_arrays([texts], schema=self._writer.schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
 
+    def reset(self) -> None:
+        """Forget every row added so far (the source starts the scan over)."""
+        self.abort()
+        self._writer = None
+        self._pending, self._pending_rows = [], 0
+        self.rows = self.bytes = 0
+
     def commit(self) -> SnapshotInfo:
         if self._pending_rows or self._writer is None:
             self._flush(pa.chunked_array(self._pending, pa.string()))

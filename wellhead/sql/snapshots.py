@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from wellhead.errors import CursorError, QueryTimeout
-from wellhead.sources.base import Column, Source
+from wellhead.sources.base import Column, EncodedRows, Source
 from wellhead.spill.rows import encode_rows
 from wellhead.spill.store import SnapshotGone, SnapshotInfo, SnapshotStore, SnapshotTooBig
 
@@ -65,8 +66,16 @@ class Snapshots:
         writer = await asyncio.to_thread(self.store.writer, owner)
         limit = self.max_row_bytes
 
-        def sink(columns: list[Column], rows: Sequence[Sequence[Any]]) -> int:
-            texts = encode_rows(rows, len(columns))
+        def sink(columns: list[Column], rows: Sequence[Sequence[Any]] | EncodedRows | None) -> int:
+            if rows is None:  # the source starts over another way
+                writer.reset()
+                return 0
+            if isinstance(rows, EncodedRows):
+                texts = rows.texts
+                if texts.type != pa.string():
+                    texts = texts.cast(pa.string())
+            else:
+                texts = encode_rows(rows, len(columns))
             sizes = pc.binary_length(texts)
             if pc.max(sizes).as_py() > limit:
                 raise _RowTooBig("a row is larger than the largest page")
