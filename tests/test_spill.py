@@ -188,3 +188,96 @@ def test_row_and_byte_limits_stop_a_writer(tmp_path: Path) -> None:
     with pytest.raises(SnapshotTooBig):
         writer.add([("s", "TEXT")], encode_rows([("x" * 1_000,)] * 2_000, 1))
     writer.abort()
+
+
+# ------------------------------------------------------- DuckDB writing the JSON itself
+
+DUCK_TABLE = """
+CREATE TABLE t AS SELECT * FROM (VALUES
+  (1::TINYINT, 2::INTEGER, 9007199254740991::BIGINT, true, 1.5::DOUBLE, 0.1::FLOAT,
+   'plain', DATE '2024-02-29', TIMESTAMP '2024-01-02 03:04:05', 12.30::DECIMAL(12,2),
+   100::DECIMAL(5,0), 0.00010::DECIMAL(10,5), 170141183460469231731687303715884105727::HUGEINT),
+  (-1::TINYINT, NULL, -9007199254740992::BIGINT, false, -0.0::DOUBLE, 2.5e15::FLOAT,
+   'quo"te \\ back' || chr(10) || chr(9) || chr(1) || chr(31) || chr(127) || ' é✓😀',
+   DATE '0001-01-01', TIMESTAMP '0900-01-02 03:04:05.000600', 0.00::DECIMAL(12,2),
+   -7::DECIMAL(5,0), -0.12340::DECIMAL(10,5), NULL),
+  (NULL, 0, 10000000000000000::BIGINT, NULL, 9999999999999998.0::DOUBLE, NULL,
+   '', DATE '9999-12-31', TIMESTAMP '1969-12-31 23:59:59.5', -9999999999.99::DECIMAL(12,2),
+   NULL, NULL, -1::HUGEINT)
+) AS v(ti, i, bi, b, d, f, s, dt, ts, dec, dec0, dec5, hi)
+"""
+
+SLOW_VALUES = [
+    "SELECT 1e16::DOUBLE AS x",
+    "SELECT 'nan'::DOUBLE AS x",
+    "SELECT 'infinity'::DOUBLE AS x",
+    "SELECT 1e-5::DOUBLE AS x",
+    "SELECT 0.00001::DECIMAL(10,5) AS x",
+    "SELECT TIMESTAMP 'infinity' AS x",
+    "SELECT DATE '-0044-03-15' AS x",
+]
+
+
+@pytest.fixture
+async def duck(tmp_path: Path) -> Any:
+    import duckdb
+
+    from wellhead.sources.duckdb import DuckDBSource
+
+    path = tmp_path / "t.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(DUCK_TABLE)
+    con.close()
+    src = DuckDBSource("d", path=str(path))
+    await src.start()
+    yield src
+    await src.close()
+
+
+async def scanned(src: Any, sql: str) -> tuple[list[str], list[str]]:
+    """(the row texts a scan hands over, how: 'encoded' or 'python' per chunk)."""
+    texts: list[str] = []
+    kinds: list[str] = []
+
+    def sink(columns: Any, rows: Any) -> int:
+        from wellhead.sources.base import EncodedRows
+
+        if rows is None:
+            texts.clear()
+            kinds.append("reset")
+        elif isinstance(rows, EncodedRows):
+            texts.extend(rows.texts.to_pylist())
+            kinds.append("encoded")
+        else:
+            texts.extend(encode_rows(rows, len(columns)).to_pylist())
+            kinds.append("python")
+        return 1
+
+    await src.scan(sql, [], timeout=30, sink=sink)
+    return texts, kinds
+
+
+async def reference_rows(src: Any, sql: str) -> list[str]:
+    batch = await src.fetch(sql, [], max_rows=1000, timeout=30)
+    return [encoding.dumps([encoding.to_json_value(v) for v in row]) for row in batch.rows]
+
+
+@pytest.mark.anyio
+async def test_duckdb_writes_the_same_json_text_as_the_python_path(duck: Any) -> None:
+    sql = "SELECT * FROM t"
+    texts, kinds = await scanned(duck, sql)
+    assert kinds == ["encoded"]
+    assert texts == await reference_rows(duck, sql)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sql", SLOW_VALUES)
+async def test_values_duckdb_cannot_mirror_take_the_python_path(duck: Any, sql: str) -> None:
+    texts, kinds = await scanned(duck, sql)
+    assert kinds[-1] == "python" and "encoded" not in kinds
+    assert texts == await reference_rows(duck, sql)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
