@@ -173,6 +173,13 @@ def snapshots(settings: Settings) -> Snapshots | None:
     config = settings.snapshots
     if not config.enabled:
         return None
+    if settings.state.backend == "redis" and config.dir is None:
+        # Replicas: a walk continued on another replica must find its snapshot there.
+        log.warning(
+            "snapshots are off: state.backend is redis (replicas) but snapshots.dir is not "
+            "set; set it to a volume every replica mounts to page walks from snapshots"
+        )
+        return None
     store = SnapshotStore(
         config.dir or default_snapshot_dir(),
         ttl_s=config.ttl_s,
