@@ -59,8 +59,9 @@ class Snapshots:
         deadline: float,
     ) -> SnapshotInfo | None:
         """Spill the statement's whole result; None when it is too big or too slow to."""
-        remaining = deadline - time.monotonic()
-        timeout = min(self.spill_timeout_s, remaining)
+        # At most half the time left: a spill that does not finish leaves the other half to
+        # page the result without one, so a walk that worked without snapshots still works.
+        timeout = min(self.spill_timeout_s, (deadline - time.monotonic()) / 2)
         if timeout <= 0:
             return None
         writer = await asyncio.to_thread(self.store.writer, owner)
@@ -93,7 +94,7 @@ class Snapshots:
         except QueryTimeout:
             if time.monotonic() >= deadline:
                 raise
-            log.info("no snapshot: spilling took more than %g s", self.spill_timeout_s)
+            log.info("no snapshot: spilling took more than %.3g s", timeout)
             return None
         finally:
             await asyncio.to_thread(writer.abort)  # after commit: only removes nothing
