@@ -48,6 +48,7 @@ pytestmark = pytest.mark.anyio
 def anyio_backend() -> str:
     return "asyncio"
 
+
 WRITER = textwrap.dedent(
     """
     import random, sqlite3, sys, time
