@@ -406,3 +406,15 @@ async def test_snapshot_pages_match_offset_pages(
     offset_rows, _ = await walk(executor(small_sqlite, None), "lite", sql=sql)
     assert snap_rows == offset_rows
     assert len(snap_rows) == 10_000 and snap_pages == 5
+
+
+async def test_an_unwritable_spill_directory_pages_without_snapshots(
+    small_sqlite: SQLiteSource, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the spill directory should be")
+    ex = executor(small_sqlite, blocker)
+    first = await ex.run(PageRequest("query", "lite", SQL, {}, **PAGE))
+    assert first.next_cursor and ex.codec.decode(first.next_cursor).snapshot is None
+    rows, _ = await walk(ex, "lite")
+    assert [r[0] for r in rows] == list(range(1, 10_001))

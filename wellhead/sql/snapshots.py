@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,7 +65,11 @@ class Snapshots:
         timeout = min(self.spill_timeout_s, (deadline - time.monotonic()) / 2)
         if timeout <= 0:
             return None
-        writer = await asyncio.to_thread(self.store.writer, owner)
+        try:
+            writer = await asyncio.to_thread(self.store.writer, owner)
+        except OSError as exc:  # a read-only or full disk: walks page without snapshots
+            log.warning("no snapshot: the spill directory is not writable (%s)", exc.strerror)
+            return None
         limit = self.max_row_bytes
 
         def sink(columns: list[Column], rows: Sequence[Sequence[Any]] | EncodedRows | None) -> int:
@@ -90,6 +95,9 @@ class Snapshots:
             return None
         except SnapshotTooBig as exc:
             log.info("no snapshot: %s", exc)
+            return None
+        except OSError as exc:
+            log.warning("no snapshot: writing it failed (%s)", exc.strerror)
             return None
         except QueryTimeout:
             if time.monotonic() >= deadline:
@@ -118,7 +126,9 @@ class Snapshots:
 
 
 def default_dir() -> Path:
-    """A private per-user directory under the user cache dir (shared by this host's workers)."""
+    """`snapshots` under $WELLHEAD_CACHE_DIR, else the user cache dir (as the demo data):
+    shared by this host's worker processes, private to the user."""
     import platformdirs
 
-    return Path(platformdirs.user_cache_dir("wellhead")) / "snapshots"
+    root = os.environ.get("WELLHEAD_CACHE_DIR") or platformdirs.user_cache_dir("wellhead")
+    return Path(root) / "snapshots"
