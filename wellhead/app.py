@@ -37,10 +37,13 @@ from wellhead.observe.redact import hash_value, redact_mapping
 from wellhead.observe.watchdog import InFlight, LoopWatchdog
 from wellhead.sources import build_source
 from wellhead.sources.base import Source
+from wellhead.spill.store import SnapshotStore
 from wellhead.sql.executor import QueryExecutor
 from wellhead.sql.paging import CursorCodec
 from wellhead.sql.policies import ColumnPolicies
 from wellhead.sql.safety import check_read_only
+from wellhead.sql.snapshots import Snapshots
+from wellhead.sql.snapshots import default_dir as default_snapshot_dir
 from wellhead.tools.core import register_core_tools
 from wellhead.tools.plugins import entry_point_plugins, load_plugin
 from wellhead.tools.read_more import register_read_more
@@ -176,6 +179,33 @@ def state_store(settings: Settings) -> AsyncKeyValue:
     return MemoryStore()
 
 
+def snapshots(settings: Settings) -> Snapshots | None:
+    """The spill store walks page from (`snapshots:`), or None when turned off."""
+    config = settings.snapshots
+    if not config.enabled:
+        return None
+    if settings.state.backend == "redis" and config.dir is None:
+        # Replicas: a walk continued on another replica must find its snapshot there.
+        log.warning(
+            "snapshots are off: state.backend is redis (replicas) but snapshots.dir is not "
+            "set; set it to a volume every replica mounts to page walks from snapshots"
+        )
+        return None
+    store = SnapshotStore(
+        config.dir or default_snapshot_dir(),
+        ttl_s=config.ttl_s,
+        max_bytes=config.max_bytes,
+        max_bytes_per_caller=config.max_bytes_per_caller,
+        max_rows=config.max_rows,
+        max_result_bytes=config.max_result_bytes,
+    )
+    return Snapshots(
+        store,
+        spill_timeout_s=config.spill_timeout_s,
+        max_row_bytes=settings.limits.max_result_budget_bytes,
+    )
+
+
 def build_runtime(settings: Settings) -> Runtime:
     if not settings.sources:
         raise ConfigError("no sources configured; add at least one under `sources:`")
@@ -187,7 +217,11 @@ def build_runtime(settings: Settings) -> Runtime:
         settings.column_policies, {name: source.dialect for name, source in sources.items()}
     )
     executor = QueryExecutor(
-        sources, settings.limits, CursorCodec(cursor_secret(settings)), policies
+        sources,
+        settings.limits,
+        CursorCodec(cursor_secret(settings)),
+        policies=policies,
+        snapshots=snapshots(settings),
     )
     runtime = Runtime(
         settings=settings, sources=sources, executor=executor, store=state_store(settings)

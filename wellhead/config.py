@@ -417,6 +417,27 @@ class QuotasConfig(_Strict):
     )
 
 
+class SnapshotsConfig(_Strict):
+    """Result snapshots: a walk's result spilled once, so deep pages cost what the first does."""
+
+    enabled: bool = Field(True, description="Spill a result that needs more than one page.")
+    dir: str | None = Field(
+        None, description="Spill directory (a shared volume for replicas); null: a private one."
+    )
+    ttl_s: float = Field(900, gt=0, description="How long a snapshot can be read.")
+    max_bytes: int = Field(4 << 30, ge=1 << 20, description="Disk all snapshots may take.")
+    max_bytes_per_caller: int = Field(
+        1 << 30, ge=1 << 20, description="Disk one caller's snapshots may take."
+    )
+    max_rows: int = Field(10_000_000, ge=1, description="Larger results page without one.")
+    max_result_bytes: int = Field(
+        2 << 30, ge=1 << 20, description="Encoded result size past which no snapshot is kept."
+    )
+    spill_timeout_s: float = Field(
+        20.0, gt=0, description="Time allowed to spill; slower results page without one."
+    )
+
+
 class StaticToken(_Strict):
     client_id: str
     scopes: list[str] = Field(default_factory=list)
@@ -514,6 +535,9 @@ class Settings(_Strict):
     state: StateConfig = StateConfig()
     quotas: QuotasConfig = Field(
         QuotasConfig(), description="Rate limits and concurrency caps per principal and tool."
+    )
+    snapshots: SnapshotsConfig = Field(
+        SnapshotsConfig(), description="Result snapshots: walks page from a result spilled once."
     )
     plugins: list[str] = Field(default_factory=list)
     plugin_entry_points: bool = Field(

@@ -62,6 +62,7 @@ from wellhead.sources.base import (
     ColumnInfo,
     ForeignKey,
     RowBatch,
+    ScanSink,
     Source,
     TableDescription,
     TableInfo,
@@ -682,6 +683,30 @@ class PostgresSource(Source):
         timeout: float,
         max_bytes: int | None = None,
     ) -> RowBatch:
+        return await self._execute(
+            sql, params, max_rows=max_rows, timeout=timeout, max_bytes=max_bytes
+        )
+
+    async def scan(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        timeout: float,
+        sink: ScanSink,
+    ) -> None:
+        await self._execute(sql, params, max_rows=0, timeout=timeout, sink=sink)
+
+    async def _execute(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        max_rows: int,
+        timeout: float,
+        max_bytes: int | None = None,
+        sink: ScanSink | None = None,
+    ) -> RowBatch:
         if max_rows < 0:
             raise InvalidRequest(f"max_rows must be >= 0, got {max_rows}")
         if max_bytes is not None and max_bytes < 0:
@@ -701,7 +726,9 @@ class PostgresSource(Source):
                 server_ms = min(server_ms, self._statement_timeout_ms)
             try:
                 async with asyncio.timeout(server_ms / 1000 + _CLIENT_GRACE):
-                    batch = await self._run(conn, sql, list(params), max_rows, server_ms, max_bytes)
+                    batch = await self._run(
+                        conn, sql, list(params), max_rows, server_ms, max_bytes, sink
+                    )
             except TimeoutError:
                 raise QueryTimeout(
                     f"query on source {self.name!r} exceeded {server_ms / 1000:g} s and was "
@@ -720,11 +747,12 @@ class PostgresSource(Source):
         max_rows: int,
         server_ms: int,
         max_bytes: int | None,
+        sink: ScanSink | None = None,
     ) -> RowBatch:
         for attempt in (1, 2):
             await conn.execute(begin_sql(server_ms, self._local_settings))
             try:
-                return await self._read(conn, sql, params, max_rows, server_ms, max_bytes)
+                return await self._read(conn, sql, params, max_rows, server_ms, max_bytes, sink)
             except asyncpg.InvalidCachedStatementError:
                 # A table changed shape under a cached statement; asyncpg dropped it from the
                 # cache. Inside a transaction it cannot re-prepare by itself: we do, once.
@@ -744,6 +772,7 @@ class PostgresSource(Source):
         max_rows: int,
         server_ms: int,
         max_bytes: int | None,
+        sink: ScanSink | None = None,
     ) -> RowBatch:
         """Prepare (or reuse), bind and read; the transaction is ended by `_release`."""
         try:
@@ -767,7 +796,12 @@ class PostgresSource(Source):
                 max_cell_bytes=self._max_cell_bytes,
                 source=self.name,
             )
-            rows, more = await reader.read()
+            if sink is not None:  # a snapshot: every row, in chunks
+                await reader.scan(sink, columns)
+                rows: list[tuple[Value, ...]] = []
+                more = False
+            else:
+                rows, more = await reader.read()
             if not conn.is_in_transaction():
                 raise QueryFailed(
                     "the statement tried to end wellhead's read-only transaction "

@@ -16,6 +16,7 @@ Large texts are checked in a worker thread so parsing never stalls the event loo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ from wellhead.sql import encoding
 from wellhead.sql.paging import CursorCodec, CursorState, PageTemplate, count_tree
 from wellhead.sql.policies import NOTHING_LIFTED, ColumnPolicies, Lifted, SourcePolicies
 from wellhead.sql.safety import CheckedStatement, bind_named, check_read_only
+from wellhead.sql.snapshots import Snapshots
 
 ProgressCallback = Callable[[float, float], Awaitable[None]]
 _PROGRESS_EVERY_S = 1.0
@@ -70,6 +72,8 @@ class Page:
     more: bool = False
     """There are rows after this page; normally `next_cursor` continues, but a volatile
     statement (random(), now()) is not pageable and has `more` without a cursor."""
+    row_texts: list[str] | None = None
+    """Each row's JSON text when the page was read from a snapshot (the text rendering)."""
 
     @property
     def truncated(self) -> bool:
@@ -92,6 +96,8 @@ class PageRequest:
     """From the cursor: the result's column types, which the total order of a page needs."""
     scopes: frozenset[str] = frozenset()
     """The caller's token scopes (identity.caller_scopes()): they may lift column policies."""
+    snapshot: str | None = None
+    """From the cursor: the snapshot the walk reads its pages from."""
 
 
 @dataclass
@@ -186,12 +192,15 @@ class QueryExecutor:
         limits: LimitsConfig,
         codec: CursorCodec,
         policies: ColumnPolicies | None = None,
+        snapshots: Snapshots | None = None,
     ):
         self.sources = sources
         self.limits = limits
         self.codec = codec
         self.statements = StatementCache()
         self.policies = policies or ColumnPolicies({})
+        self.snapshots = snapshots
+        """Where walks spill their result (None: every page re-runs the statement)."""
 
     def source(self, name: str) -> Source:
         try:
@@ -354,6 +363,8 @@ class QueryExecutor:
         deadline: float,
     ) -> Page:
         offset = request.offset
+        if request.snapshot is not None:
+            return await self._snapshot_page(request, request.snapshot, max_rows, budget)
         if compiled.first is None:  # EXPLAIN, SHOW...: not wrappable; the engine runs it as is
             batch = await self._fetch(
                 source, compiled.sql, values, offset + max_rows, deadline, max_bytes=None
@@ -385,6 +396,12 @@ class QueryExecutor:
                 return Page(
                     request.source, batch.columns, kept, 0, None, None, _VOLATILE_NOTE, more=True
                 )
+            if self.snapshots is not None:  # more than one page: spill once, page from it
+                snap = await self.snapshots.take(
+                    source, compiled.sql, values, request.owner, deadline
+                )
+                if snap is not None:
+                    return await self._snapshot_page(request, snap.id, max_rows, budget)
             types = [c.type for c in batch.columns]
         else:
             types = list(request.column_types or [])
@@ -398,6 +415,98 @@ class QueryExecutor:
         return await self._finish(
             request, batch.columns, batch.rows, batch.more, budget, max_rows, counter
         )
+
+    async def _snapshot_page(
+        self, request: PageRequest, snapshot: str, max_rows: int, budget: int
+    ) -> Page:
+        """One page read from a snapshot: rows already encoded, fitted by their sizes."""
+        assert self.snapshots is not None
+        offset = request.offset
+        texts, total, columns = await self.snapshots.read(snapshot, request.owner, offset, max_rows)
+        names = [c.name for c in columns]
+        types = [c.type for c in columns]
+        sizes = [len(text.encode()) + 1 for text in texts]  # and the separating comma
+        if offset + len(texts) >= total:  # perhaps the last page: no room for a cursor
+            room = self._room(columns, budget, 0, _LAST_NOTE_BYTES if offset else 0, request)
+            if sum(sizes) <= room:
+                note = _note(offset, len(texts), total, False, False, max_rows)
+                rows = json.loads(f"[{','.join(texts)}]")
+                return Page(request.source, columns, rows, offset, total, None, note, False, texts)
+        widest = CursorState(
+            request.tool,
+            request.source,
+            request.sql,
+            request.params,
+            total,
+            total,
+            request.owner,
+            types,
+            snapshot,
+        )
+        cursor_bytes = len(self.codec.encode(widest)) + _CURSOR_KEY_BYTES
+        note_bytes = _note_bytes(offset, len(texts), total, True, max_rows)
+        room = self._room(columns, budget, cursor_bytes, note_bytes, request)
+        kept, used = 0, 0
+        for size in sizes:
+            if used + size > room:
+                break
+            used += size
+            kept += 1
+        if kept == 0 and texts:
+            raise self._row_too_big(tuple(json.loads(texts[0])), names, budget, room)
+        page_texts = texts[:kept]
+        rows = json.loads(f"[{','.join(page_texts)}]")
+        end = offset + kept
+        more = end < total
+        next_cursor = None
+        if more:
+            next_cursor = self.codec.encode(
+                CursorState(
+                    request.tool,
+                    request.source,
+                    request.sql,
+                    request.params,
+                    end,
+                    total,
+                    request.owner,
+                    types,
+                    snapshot,
+                )
+            )
+        more_rows = kept == max_rows and more
+        note = _note(offset, kept, total, more, more_rows, max_rows)
+        return Page(
+            request.source, columns, rows, offset, total, next_cursor, note, False, page_texts
+        )
+
+    def _room(
+        self,
+        columns: list[Column],
+        budget: int,
+        cursor_bytes: int,
+        note_bytes: int,
+        request: PageRequest,
+    ) -> int:
+        """Bytes left for rows once the rest of the result is counted (as `_convert` does)."""
+        shell = {
+            "source": request.source,
+            "columns": [[c.name, c.type] for c in columns],
+            "rows": [],
+            "row_count": 10**6,
+            "offset": 10**12,
+            "total_rows": 10**12,
+            "truncated": False,
+            "next_cursor": None,
+            "note": None,
+        }
+        room = budget - encoding.encoded_size(shell) - note_bytes - cursor_bytes
+        if room < _MIN_ROW_ROOM:
+            raise BudgetExceeded(
+                f"the page's columns, note and cursor leave no room for rows within "
+                f"budget_bytes={budget:,}; select fewer columns or raise budget_bytes (at most "
+                f"{self.limits.max_result_budget_bytes:,})"
+            )
+        return room
 
     async def _finish(
         self,

@@ -266,6 +266,7 @@ class SqlTool(Tool):
             offset=state.offset,
             total=state.total,
             column_types=state.column_types,
+            snapshot=state.snapshot,
         )
 
     def _request(
@@ -276,6 +277,7 @@ class SqlTool(Tool):
         offset: int = 0,
         total: int | None = None,
         column_types: list[str] | None = None,
+        snapshot: str | None = None,
     ) -> PageRequest:
         return PageRequest(
             tool=self.name,
@@ -289,6 +291,7 @@ class SqlTool(Tool):
             owner=owner,
             column_types=column_types,
             scopes=caller_scopes(),
+            snapshot=snapshot,
         )
 
 
