@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from wellhead.config import DuckDBSourceConfig, Settings, StaticTokenAuthConfig
 from wellhead.errors import ConfigError, WellheadError
+from wellhead.governance.request import PrincipalGuard
 from wellhead.guards.budget import BudgetGuard, OverflowStore
 from wellhead.guards.calls import CallGuard, CallObserver, CallRecord, call_event
 from wellhead.guards.catalog import ToolCatalog
@@ -37,6 +38,7 @@ from wellhead.observe.redact import hash_value, redact_mapping
 from wellhead.observe.watchdog import InFlight, LoopWatchdog
 from wellhead.sources import build_source
 from wellhead.sources.base import Source
+from wellhead.sql.cost import CostGuard
 from wellhead.sql.executor import QueryExecutor
 from wellhead.sql.paging import CursorCodec
 from wellhead.sql.safety import check_read_only
@@ -172,7 +174,12 @@ def build_runtime(settings: Settings) -> Runtime:
         name: build_source(name, config, query_timeout_s=settings.limits.query_timeout_s)
         for name, config in settings.sources.items()
     }
-    executor = QueryExecutor(sources, settings.limits, CursorCodec(cursor_secret(settings)))
+    executor = QueryExecutor(
+        sources,
+        settings.limits,
+        CursorCodec(cursor_secret(settings)),
+        cost_guard=CostGuard(settings.cost_guard),
+    )
     runtime = Runtime(
         settings=settings, sources=sources, executor=executor, store=state_store(settings)
     )
@@ -236,6 +243,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
         ),
         OutputGuard(catalog),
         DereferenceOnce(),
+        PrincipalGuard(),
     ]
     mcp: FastMCP = FastMCP(
         settings.server.name,
@@ -289,7 +297,7 @@ def auth_provider(settings: Settings) -> Any:
 
         return StaticTokenVerifier(
             tokens={
-                token: {"client_id": t.client_id, "scopes": t.scopes}
+                token: {**t.claims, "client_id": t.client_id, "scopes": t.scopes}
                 for token, t in auth.tokens.items()
             },
             required_scopes=auth.required_scopes or None,

@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 from wellhead.errors import ConfigError
+from wellhead.governance.roles import RolesConfig
+from wellhead.sql.cost import CostGuardConfig
 from wellhead.tools.sql_tool_config import SqlToolConfig, ToolsetsConfig
 
 _SOURCE_KINDS = ("duckdb", "sqlite", "postgres")
@@ -97,6 +99,9 @@ class PostgresSourceConfig(_Strict):
     )
     max_cell_bytes: int | None = Field(
         16 * 1024 * 1024, ge=1024, description="A larger single value is refused; null: no limit."
+    )
+    roles: RolesConfig | None = Field(
+        None, description="Run each caller as a PostgreSQL role (SET LOCAL ROLE); see governance."
     )
 
 
@@ -241,6 +246,18 @@ class StateConfig(_Strict):
 class StaticToken(_Strict):
     client_id: str
     scopes: list[str] = Field(default_factory=list)
+    claims: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra claims of this token (e.g. tenant_id, groups, sub), as a JWT has.",
+    )
+
+    @field_validator("claims")
+    @classmethod
+    def _own_claims(cls, value: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted({"client_id", "scopes", "expires_at"} & set(value))
+        if clash:
+            raise ValueError(f"claims must not set {', '.join(clash)} (they are token fields)")
+        return value
 
 
 class StaticTokenAuthConfig(_Strict):
@@ -341,6 +358,7 @@ class Settings(_Strict):
         default_factory=dict, description="SQL tools declared in config, by tool name."
     )
     toolsets: ToolsetsConfig = ToolsetsConfig()
+    cost_guard: CostGuardConfig = CostGuardConfig()
 
     @model_validator(mode="after")
     def _default_source_exists(self) -> Settings:
@@ -475,7 +493,7 @@ def secret_values(raw: Any) -> set[str]:
         elif isinstance(value, str):
             key = path[-1] if path else ""
             if key in ("secret", "token", "password") or path[:2] == _TOKEN_PATH:
-                if key not in ("client_id", "scopes"):
+                if key not in ("client_id", "scopes") and path[3:4] != ("claims",):
                     found.add(value)
             found.update(_passwords_in(value))
 

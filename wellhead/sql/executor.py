@@ -37,6 +37,7 @@ from wellhead.errors import (
 )
 from wellhead.sources.base import Column, RowBatch, Source
 from wellhead.sql import encoding
+from wellhead.sql.cost import CostGuard
 from wellhead.sql.paging import CursorCodec, CursorState, PageTemplate, count_tree
 from wellhead.sql.safety import CheckedStatement, bind_named, check_read_only
 
@@ -89,6 +90,8 @@ class PageRequest:
     """Who asks (identity.caller_owner()); stamped on the cursor so only they can continue."""
     column_types: list[str] | None = None
     """From the cursor: the result's column types, which the total order of a page needs."""
+    cost_check: bool = False
+    """Ask the cost guard (if any) before the first page: free SQL, or a guarded SQL tool."""
 
 
 @dataclass
@@ -173,11 +176,18 @@ class StatementCache:
 class QueryExecutor:
     """Turns page requests into pages for a set of named sources."""
 
-    def __init__(self, sources: dict[str, Source], limits: LimitsConfig, codec: CursorCodec):
+    def __init__(
+        self,
+        sources: dict[str, Source],
+        limits: LimitsConfig,
+        codec: CursorCodec,
+        cost_guard: CostGuard | None = None,
+    ):
         self.sources = sources
         self.limits = limits
         self.codec = codec
         self.statements = StatementCache()
+        self.cost_guard = cost_guard
 
     def source(self, name: str) -> Source:
         try:
@@ -231,6 +241,11 @@ class QueryExecutor:
         compiled = await self.compile(source, request.sql, request.params)
         values = compiled.values(request.params)
         deadline = time.monotonic() + limits.query_timeout_s
+        guard = self.cost_guard
+        if guard and request.cost_check and compiled.first and request.column_types is None:
+            await guard.check(
+                source, compiled.sql, compiled.checked.tree, values, deadline - time.monotonic()
+            )
 
         reporter = None
         if on_progress is not None:

@@ -20,6 +20,8 @@ from pydantic import Field
 
 from wellhead.config import LimitsConfig
 from wellhead.errors import BudgetExceeded, InvalidRequest
+from wellhead.governance.principal import acting_as
+from wellhead.governance.request import request_principal
 from wellhead.identity import caller_owner
 from wellhead.sql import encoding
 from wellhead.sql.executor import Page, PageRequest, ProgressCallback, QueryExecutor
@@ -92,6 +94,8 @@ def progress_reporter(ctx: Context | None) -> ProgressCallback | None:
 def register_core_tools(
     mcp: FastMCP, executor: QueryExecutor, default_source: str, limits: LimitsConfig
 ) -> None:
+    free_sql_guarded = executor.cost_guard is not None and executor.cost_guard.config.free_sql
+
     def pick_source(source: str | None) -> str:
         name = source or default_source
         executor.source(name)
@@ -148,6 +152,7 @@ def register_core_tools(
                 max_rows=max_rows,
                 budget_bytes=budget_bytes,
                 owner=owner,
+                cost_check=free_sql_guarded,
             )
         page = await executor.run(request, progress_reporter(ctx))
         return page_result(page)
@@ -236,7 +241,8 @@ def register_core_tools(
         mime_type="application/json",
     )
     async def table_schema(source: str, table: str) -> str:
-        result = await describe(executor, pick_source(source), table, limits.sample_rows)
+        with acting_as(request_principal()):  # resources pass no tool guard: as its caller
+            result = await describe(executor, pick_source(source), table, limits.sample_rows)
         return json.dumps(result.model_dump(), default=str)
 
     @mcp.prompt(
