@@ -527,6 +527,8 @@ class PostgresSource(Source):
                 ) from None
             try:
                 await self._check_privileges(conn)  # current_user is the mapped role now
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc.public_message}") from None
             finally:
                 await _rollback(conn)
 

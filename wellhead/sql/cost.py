@@ -26,13 +26,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlglot import exp
 
 from wellhead.errors import CostExceeded
-from wellhead.sources.base import Source
+
+if TYPE_CHECKING:  # config.py imports this module, and sources import config
+    from wellhead.sources.base import Source
 
 log = logging.getLogger("wellhead.sql.cost")
 
