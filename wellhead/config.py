@@ -358,7 +358,9 @@ class Settings(_Strict):
         default_factory=dict, description="SQL tools declared in config, by tool name."
     )
     toolsets: ToolsetsConfig = ToolsetsConfig()
-    cost_guard: CostGuardConfig = CostGuardConfig()
+    cost_guard: CostGuardConfig = Field(
+        CostGuardConfig(), description="Refuse statements the engine estimates as too costly."
+    )
 
     @model_validator(mode="after")
     def _default_source_exists(self) -> Settings:

@@ -53,14 +53,16 @@ class CostGuardConfig(BaseModel):
     sql_tools: bool = Field(
         False, description="Guard config-declared SQL tools (each may set `cost_guard`)."
     )
-    max_rows: float = Field(
-        1e9,
+    max_rows: int = Field(
+        1_000_000_000,
         gt=0,
         description="DuckDB: most rows any plan step may estimate; SQLite: most rows of a full "
         "cross join.",
     )
-    max_postgres_cost: float = Field(
-        1e8, gt=0, description="PostgreSQL: the highest total plan cost (EXPLAIN units) allowed."
+    max_postgres_cost: int = Field(
+        100_000_000,
+        gt=0,
+        description="PostgreSQL: the highest total plan cost (EXPLAIN units) allowed.",
     )
     explain_timeout_s: float = Field(5.0, gt=0, description="Deadline of the estimate itself.")
     cache_ttl_s: float = Field(

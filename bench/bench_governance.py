@@ -1,0 +1,136 @@
+"""What governance costs per query: the cost guard's EXPLAIN, and SET LOCAL ROLE.
+
+    .ci/postgres.sh start && eval "$(.ci/postgres.sh env)"
+    python bench/bench_governance.py [--n 400] [--rounds 3] [--duckdb PATH]
+
+Through the query layer (`QueryExecutor.run`, as the `query` tool calls it), on the fixtures'
+1,000,000-row `public.orders`, rounds interleaved so machine noise hits every variant alike:
+
+- point lookups `WHERE id = :id` with the cost guard off, on with a cold estimate every time
+  (`cache_ttl_s: 0`, one EXPLAIN round trip per call), and on with the estimate cached (the
+  same statement and values again: no EXPLAIN);
+- the same lookups on a source with `roles` (the login role `wellhead_gov` becomes
+  `wh_tenant_a` by `SET LOCAL ROLE`, sent in the BEGIN round trip) against the plain reader.
+
+With `--duckdb PATH` (the demo file) the guard's price on DuckDB is measured the same way.
+Prints medians and ratios against the unguarded baseline of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from typing import Any
+
+from wellhead.config import LimitsConfig
+from wellhead.governance.principal import Principal, acting_as
+from wellhead.governance.roles import RolesConfig
+from wellhead.sources.base import Source
+from wellhead.sql.cost import CostGuard, CostGuardConfig
+from wellhead.sql.executor import PageRequest, QueryExecutor
+from wellhead.sql.paging import CursorCodec
+
+LOOKUP = "SELECT * FROM public.orders WHERE id = :id"
+
+
+async def timed(
+    executor: QueryExecutor, source: str, sql: str, ids: list[int], guard: bool, vary: bool
+) -> list[float]:
+    out = []
+    for i in ids:
+        request = PageRequest(
+            tool="query",
+            source=source,
+            sql=sql,
+            params={"id": i if vary else ids[0]},
+            cost_check=guard,
+        )
+        t0 = time.perf_counter()
+        page = await executor.run(request)
+        out.append(time.perf_counter() - t0)
+        assert len(page.rows) == 1
+    return out
+
+
+def line(label: str, samples: list[float], base: float | None) -> float:
+    median = statistics.median(samples) * 1e6
+    ratio = f"  x{median / base:5.2f} of baseline" if base else ""
+    print(f"{label:<52} median {median:7.0f} us  n={len(samples)}{ratio}")
+    return median
+
+
+async def bench(
+    sources: dict[str, Source],
+    source: str,
+    sql: str,
+    n: int,
+    rounds: int,
+    label: str,
+    role_source: str | None = None,
+) -> None:
+    limits = LimitsConfig()
+    codec = CursorCodec(b"0123456789abcdef0123")
+    cold = QueryExecutor(sources, limits, codec, CostGuard(CostGuardConfig(cache_ttl_s=0)))
+    warm = QueryExecutor(sources, limits, codec, CostGuard(CostGuardConfig()))
+    ids = list(range(1, n + 1))
+    results: dict[str, list[float]] = {k: [] for k in ("off", "cold", "warm", "role")}
+    for _ in range(rounds):
+        results["off"] += await timed(warm, source, sql, ids, False, True)
+        results["cold"] += await timed(cold, source, sql, ids, True, True)
+        results["warm"] += await timed(warm, source, sql, ids, True, False)
+        if role_source:
+            with acting_as(Principal(client_id="bench")):
+                results["role"] += await timed(warm, role_source, sql, ids, False, True)
+    print(f"-- {label}")
+    base = line("cost guard off (baseline)", results["off"], None)
+    line("cost guard on, estimate not cached (EXPLAIN each)", results["cold"], base)
+    line("cost guard on, estimate cached", results["warm"], base)
+    if role_source:
+        line("guard off, roles: SET LOCAL ROLE wh_tenant_a", results["role"], base)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duckdb", default=None)
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}")
+    from wellhead.sources.postgres import PostgresSource
+
+    dsn = os.environ["WELLHEAD_TEST_PG_DSN"]
+    gov = dsn.replace("//wellhead_ro:", "//wellhead_gov:", 1)
+    roles = RolesConfig(rules=[], default="wh_tenant_a")
+    sources: dict[str, Any] = {
+        "pg": PostgresSource("pg", dsn=dsn, temp_file_limit=None),
+        "pg_roles": PostgresSource(
+            "pg_roles", dsn=gov, schemas=["public"], roles=roles, temp_file_limit=None
+        ),
+    }
+    for src in sources.values():
+        await src.start()
+    try:
+        await bench(
+            sources, "pg", LOOKUP, args.n, args.rounds, "PostgreSQL point lookups", "pg_roles"
+        )
+    finally:
+        for src in sources.values():
+            await src.close()
+    if args.duckdb:
+        from wellhead.sources.duckdb import DuckDBSource
+
+        duck = DuckDBSource("duck", path=args.duckdb)
+        await duck.start()
+        try:
+            sql = "SELECT * FROM orders WHERE order_id = :id"
+            await bench({"duck": duck}, "duck", sql, args.n, args.rounds, "DuckDB (demo) lookups")
+        finally:
+            await duck.close()
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
