@@ -36,29 +36,21 @@ from wellhead.sql.paging import CursorCodec
 LOOKUP = "SELECT * FROM public.orders WHERE id = :id"
 
 
-async def timed(
-    executor: QueryExecutor, source: str, sql: str, ids: list[int], guard: bool, vary: bool
-) -> list[float]:
-    out = []
-    for i in ids:
-        request = PageRequest(
-            tool="query",
-            source=source,
-            sql=sql,
-            params={"id": i if vary else ids[0]},
-            cost_check=guard,
-        )
-        t0 = time.perf_counter()
-        page = await executor.run(request)
-        out.append(time.perf_counter() - t0)
-        assert len(page.rows) == 1
-    return out
+async def once(executor: QueryExecutor, source: str, sql: str, value: int, guard: bool) -> float:
+    request = PageRequest(
+        tool="query", source=source, sql=sql, params={"id": value}, cost_check=guard
+    )
+    t0 = time.perf_counter()
+    page = await executor.run(request)
+    elapsed = time.perf_counter() - t0
+    assert len(page.rows) == 1
+    return elapsed
 
 
 def line(label: str, samples: list[float], base: float | None) -> float:
     median = statistics.median(samples) * 1e6
     ratio = f"  x{median / base:5.2f} of baseline" if base else ""
-    print(f"{label:<52} median {median:7.0f} us  n={len(samples)}{ratio}")
+    print(f"{label:<58} median {median:7.0f} us  n={len(samples)}{ratio}")
     return median
 
 
@@ -71,25 +63,38 @@ async def bench(
     label: str,
     role_source: str | None = None,
 ) -> None:
+    """Every variant once per step, in rotating order: load on the machine hits all alike."""
     limits = LimitsConfig()
     codec = CursorCodec(b"0123456789abcdef0123")
     cold = QueryExecutor(sources, limits, codec, CostGuard(CostGuardConfig(cache_ttl_s=0)))
     warm = QueryExecutor(sources, limits, codec, CostGuard(CostGuardConfig()))
-    ids = list(range(1, n + 1))
-    results: dict[str, list[float]] = {k: [] for k in ("off", "cold", "warm", "role")}
-    for _ in range(rounds):
-        results["off"] += await timed(warm, source, sql, ids, False, True)
-        results["cold"] += await timed(cold, source, sql, ids, True, True)
-        results["warm"] += await timed(warm, source, sql, ids, True, False)
-        if role_source:
-            with acting_as(Principal(client_id="bench")):
-                results["role"] += await timed(warm, role_source, sql, ids, False, True)
-    print(f"-- {label}")
-    base = line("cost guard off (baseline)", results["off"], None)
-    line("cost guard on, estimate not cached (EXPLAIN each)", results["cold"], base)
-    line("cost guard on, estimate cached", results["warm"], base)
+    variants: dict[str, Any] = {
+        "off, new value each call": lambda i: once(warm, source, sql, i, False),
+        "on, new value each call (EXPLAIN each)": lambda i: once(cold, source, sql, i, True),
+        "off, same value each call": lambda i: once(warm, source, sql, 1, False),
+        "on, same value each call (estimate cached)": lambda i: once(warm, source, sql, 1, True),
+    }
     if role_source:
-        line("guard off, roles: SET LOCAL ROLE wh_tenant_a", results["role"], base)
+
+        async def as_role(i: int) -> float:
+            with acting_as(Principal(client_id="bench")):
+                return await once(warm, role_source, sql, i, False)
+
+        variants["off, new value, roles: SET LOCAL ROLE wh_tenant_a"] = as_role
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for _ in range(rounds):
+        for i in range(1, n + 1):
+            shift = i % len(names)
+            for name in names[shift:] + names[:shift]:
+                results[name].append(await variants[name](i))
+    print(f"-- {label}")
+    base = line("cost guard " + names[0] + " (baseline)", results[names[0]], None)
+    line("cost guard " + names[1], results[names[1]], base)
+    same = line("cost guard " + names[2] + " (baseline 2)", results[names[2]], None)
+    line("cost guard " + names[3], results[names[3]], same)
+    if role_source:
+        line("cost guard " + names[4], results[names[4]], base)
 
 
 async def main() -> None:
