@@ -48,7 +48,12 @@ def gov_dsn() -> str:
 def source(roles: dict[str, Any] | None = None, **kwargs: Any) -> PostgresSource:
     config = RolesConfig.model_validate(roles if roles is not None else RULES)
     return PostgresSource(
-        "gov", dsn=gov_dsn(), schemas=["gov", "public"], roles=config, temp_file_limit=None, **kwargs
+        "gov",
+        dsn=gov_dsn(),
+        schemas=["gov", "public"],
+        roles=config,
+        temp_file_limit=None,
+        **kwargs,
     )
 
 
@@ -118,7 +123,12 @@ async def test_the_reset_before_reuse_leaves_no_role_behind():
         await rows_as(src, BOB)
         async with pool.acquire() as conn:
             assert conn.get_server_pid() == pid  # the same backend, used by bob in between
-            assert tuple(await conn.fetchrow(probe)) == ("wellhead_gov", "wellhead_gov", "none", "on")
+            assert tuple(await conn.fetchrow(probe)) == (
+                "wellhead_gov",
+                "wellhead_gov",
+                "none",
+                "on",
+            )
     finally:
         await src.close()
 
@@ -218,7 +228,9 @@ async def test_over_http_tokens_map_to_roles_and_claims_bind_parameters(tmp_path
             async with Client(server.mcp_url, auth=TOKENS[name]) as client:
                 tools = {t.name: t for t in await client.list_tools()}
                 seen[name] = {
-                    "query": await client.call_tool("query", {"sql": TICKETS}, raise_on_error=False),
+                    "query": await client.call_tool(
+                        "query", {"sql": TICKETS}, raise_on_error=False
+                    ),
                     "tool": await client.call_tool("tickets", {}, raise_on_error=False),
                     "orders": await client.call_tool("my_orders", {}, raise_on_error=False),
                     "override": await client.call_tool(
@@ -228,7 +240,9 @@ async def test_over_http_tokens_map_to_roles_and_claims_bind_parameters(tmp_path
                 seen[name]["schema"] = tools["my_orders"].input_schema
         alice_cursor = seen["alice"]["orders"].structured_content["next_cursor"]
         async with Client(server.mcp_url, auth=TOKENS["bob"]) as bob:
-            replay = await bob.call_tool("my_orders", {"cursor": alice_cursor}, raise_on_error=False)
+            replay = await bob.call_tool(
+                "my_orders", {"cursor": alice_cursor}, raise_on_error=False
+            )
         async with Client(server.mcp_url, auth=TOKENS["alice"]) as alice:
             second = await alice.call_tool("my_orders", {"cursor": alice_cursor})
     finally:
@@ -250,8 +264,9 @@ async def test_over_http_tokens_map_to_roles_and_claims_bind_parameters(tmp_path
     assert {row[1] for row in seen["bob"]["orders"].structured_content["rows"]} == {8}
     assert error(seen["carol"]["orders"])["error"] == "access_denied"  # no role for carol
     override = error(seen["alice"]["override"])
-    assert override["error"] == "invalid_request" and "bound from the caller's identity" in (
-        override["message"]
+    assert (
+        override["error"] == "invalid_request"
+        and "bound from the caller's identity" in (override["message"])
     )
     # A cursor of alice's replayed by bob is refused; alice herself continues it.
     assert error(replay)["error"] == "invalid_cursor"
