@@ -274,3 +274,45 @@ async def test_over_http_tokens_map_to_roles_and_claims_bind_parameters(tmp_path
     assert page["offset"] == 3 and {row[1] for row in page["rows"]} == {7}
     everything = server.log_text()
     assert all(token not in everything for token in TOKENS.values())
+
+
+async def test_a_jwt_subject_and_group_claim_pick_the_role():
+    """A real JWT, verified by FastMCP's JWTVerifier, read by the request layer."""
+    from fastmcp.server.auth.providers.jwt import JWTVerifier, RSAKeyPair
+
+    from wellhead.governance.request import principal_of
+
+    keys = RSAKeyPair.generate()
+    verifier = JWTVerifier(public_key=keys.public_key, issuer="https://idp.test", audience="wh")
+
+    async def principal(subject: str, groups: list[str]) -> Principal:
+        jwt = keys.create_token(
+            subject=subject,
+            issuer="https://idp.test",
+            audience="wh",
+            additional_claims={"client_id": "agents-app", "groups": groups},
+        )
+        token = await verifier.verify_token(jwt)
+        assert token is not None
+        return principal_of(token)
+
+    src = source(
+        {
+            "rules": [
+                {"subject": "bob@example.test", "role": "wh_tenant_b"},
+                {"claim": "groups", "value": "tenant-a", "role": "wh_tenant_a"},
+            ]
+        }
+    )
+    await src.start()
+    try:
+        alice = await principal("alice@example.test", ["tenant-a"])
+        bob = await principal("bob@example.test", ["tenant-a"])  # the subject rule comes first
+        nobody = await principal("eve@example.test", ["tenant-z"])
+        assert (alice.client_id, alice.subject) == ("agents-app", "alice@example.test")
+        assert [r[0] for r in await rows_as(src, alice)] == [1, 2]
+        assert [r[0] for r in await rows_as(src, bob)] == [3]
+        with pytest.raises(AccessDenied, match="client_id 'agents-app'"):
+            await rows_as(src, nobody)
+    finally:
+        await src.close()

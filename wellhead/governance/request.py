@@ -22,8 +22,12 @@ def request_principal() -> Principal | None:
         token = get_access_token()
     except Exception:  # noqa: BLE001 - no auth context on this transport
         return None
-    if token is None:
-        return None
+    return None if token is None else principal_of(token)
+
+
+def principal_of(token: Any) -> Principal:
+    """A verified `AccessToken` (static or JWT) as a `Principal`: client id, subject, scopes,
+    and every claim (a JWT's `groups`, `tenant_id`...; a static token's `claims`)."""
     claims = dict(getattr(token, "claims", None) or {})
     subject = getattr(token, "subject", None) or claims.get("sub")
     return Principal(

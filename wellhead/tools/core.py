@@ -20,7 +20,7 @@ from pydantic import Field
 
 from wellhead.config import LimitsConfig
 from wellhead.errors import BudgetExceeded, InvalidRequest
-from wellhead.governance.principal import acting_as
+from wellhead.governance.principal import acting_as, current_principal
 from wellhead.governance.request import request_principal
 from wellhead.identity import caller_owner
 from wellhead.sql import encoding
@@ -241,7 +241,8 @@ def register_core_tools(
         mime_type="application/json",
     )
     async def table_schema(source: str, table: str) -> str:
-        with acting_as(request_principal()):  # resources pass no tool guard: as its caller
+        # Resources pass no tool guard: run as the request's caller here.
+        with acting_as(request_principal() or current_principal()):
             result = await describe(executor, pick_source(source), table, limits.sample_rows)
         return json.dumps(result.model_dump(), default=str)
 
