@@ -34,23 +34,30 @@ from wellhead.sql.executor import PageRequest, QueryExecutor
 from wellhead.sql.paging import CursorCodec
 
 LOOKUP = "SELECT * FROM public.orders WHERE id = :id"
+CPU: list[float] = []
+"""Python CPU time of the last call (this process only: not the engine's)."""
 
 
 async def once(executor: QueryExecutor, source: str, sql: str, value: int, guard: bool) -> float:
     request = PageRequest(
         tool="query", source=source, sql=sql, params={"id": value}, cost_check=guard
     )
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     page = await executor.run(request)
     elapsed = time.perf_counter() - t0
+    CPU.append(time.process_time() - c0)
     assert len(page.rows) == 1
     return elapsed
 
 
-def line(label: str, samples: list[float], base: float | None) -> float:
+def line(label: str, samples: list[float], base: float | None, cpu: list[float]) -> float:
     median = statistics.median(samples) * 1e6
     ratio = f"  x{median / base:5.2f} of baseline" if base else ""
-    print(f"{label:<58} median {median:7.0f} us  n={len(samples)}{ratio}")
+    python = statistics.median(cpu) * 1e6
+    print(
+        f"{label:<56} wall median {median:7.0f} us  python cpu {python:6.0f} us"
+        f"  n={len(samples)}{ratio}"
+    )
     return median
 
 
@@ -82,19 +89,21 @@ async def bench(
 
         variants["off, new value, roles: SET LOCAL ROLE wh_tenant_a"] = as_role
     results: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for _ in range(rounds):
         for i in range(1, n + 1):
             shift = i % len(names)
             for name in names[shift:] + names[:shift]:
                 results[name].append(await variants[name](i))
+                cpu[name].append(CPU.pop())
     print(f"-- {label}")
-    base = line("cost guard " + names[0] + " (baseline)", results[names[0]], None)
-    line("cost guard " + names[1], results[names[1]], base)
-    same = line("cost guard " + names[2] + " (baseline 2)", results[names[2]], None)
-    line("cost guard " + names[3], results[names[3]], same)
+    base = line("guard " + names[0] + " (baseline)", results[names[0]], None, cpu[names[0]])
+    line("guard " + names[1], results[names[1]], base, cpu[names[1]])
+    same = line("guard " + names[2] + " (baseline 2)", results[names[2]], None, cpu[names[2]])
+    line("guard " + names[3], results[names[3]], same, cpu[names[3]])
     if role_source:
-        line("cost guard " + names[4], results[names[4]], base)
+        line("guard " + names[4], results[names[4]], base, cpu[names[4]])
 
 
 async def main() -> None:
