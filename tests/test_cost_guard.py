@@ -74,6 +74,15 @@ async def test_postgres_refuses_a_cartesian_join_and_answers_a_big_aggregate():
         limited = await client.call_tool(
             "query", {"sql": "SELECT a.id, b.id FROM orders a, orders b LIMIT 5"}
         )
+        # EXPLAIN ANALYZE runs its statement: the statement is estimated; EXPLAIN runs nothing.
+        analyzed = await client.call_tool(
+            "query",
+            {"sql": "EXPLAIN (ANALYZE, COSTS) SELECT count(*) FROM orders a CROSS JOIN orders b"},
+            raise_on_error=False,
+        )
+        explained = await client.call_tool(
+            "query", {"sql": "EXPLAIN SELECT count(*) FROM orders a CROSS JOIN orders b"}
+        )
     message = refusal(cartesian)
     assert "PostgreSQL estimates a total cost of" in message
     assert "cost_guard.max_postgres_cost" in message and "Nested Loop" in message
@@ -82,7 +91,9 @@ async def test_postgres_refuses_a_cartesian_join_and_answers_a_big_aggregate():
     assert sum(row[1] for row in big.structured_content["rows"]) == 1_000_000
     assert filtered.structured_content["rows"] == [[250_000]]
     assert limited.structured_content["row_count"] == 5
-    assert guard.estimates == 5
+    assert "Nested Loop" in refusal(analyzed)
+    assert "Nested Loop" in json.dumps(explained.structured_content["rows"])
+    assert guard.estimates == 5  # the EXPLAIN ANALYZE target was the first statement: cached
 
 
 async def test_the_estimate_is_cached_per_statement_and_pages_do_not_ask_again():
@@ -149,6 +160,11 @@ async def test_duckdb_refuses_a_cross_product_and_answers_joins_and_aggregates(d
             {"sql": "SELECT count(*) FROM orders a CROSS JOIN orders b"},
             raise_on_error=False,
         )
+        analyzed = await client.call_tool(
+            "query",
+            {"sql": "EXPLAIN ANALYZE SELECT count(*) FROM orders a, orders b"},
+            raise_on_error=False,
+        )
         aggregate = await client.call_tool(
             "query", {"sql": "SELECT status, count(*) FROM orders GROUP BY status ORDER BY 1"}
         )
@@ -162,9 +178,10 @@ async def test_duckdb_refuses_a_cross_product_and_answers_joins_and_aggregates(d
         )
     message = refusal(cartesian)
     assert "DuckDB estimates 1,000,000,000,000 rows" in message and "CROSS_PRODUCT" in message
+    assert "CROSS_PRODUCT" in refusal(analyzed)
     assert sum(row[1] for row in aggregate.structured_content["rows"]) == 1_000_000
     assert joined.structured_content["rows"] == [[500_000]]
-    assert guard.estimates == 3
+    assert guard.estimates == 4
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -100,8 +101,19 @@ class CostGuard:
         tree: exp.Expression | None,
         values: Sequence[Any],
         timeout: float,
+        *,
+        pageable: bool = True,
     ) -> Estimate | None:
-        """Raise `CostExceeded` when the statement is estimated over the ceiling."""
+        """Raise `CostExceeded` when the statement is estimated over the ceiling.
+
+        A query (`pageable`) is estimated as it is; `EXPLAIN ANALYZE` runs its target, so the
+        target is estimated; other statements (`EXPLAIN`, `SHOW`, `DESCRIBE`) run nothing.
+        """
+        if not pageable:
+            target = _analyzed_target(sql, tree)
+            if target is None:
+                return None
+            sql, tree = target, tree.expression if tree is not None else None
         estimate = await self.estimate(source, sql, tree, values, timeout)
         if estimate is not None:
             self._verdict(source, estimate)
@@ -168,6 +180,25 @@ class CostGuard:
             "condition (a cartesian product) or a scan of a huge table. Narrow it: join on keys "
             "(JOIN ... ON a.id = b.a_id), filter with WHERE, aggregate (GROUP BY), or add LIMIT."
         )
+
+
+_EXPLAIN_ANALYZE = re.compile(
+    r"^\s*EXPLAIN\s*(?:\((?P<options>[^()]*)\)\s*)?(?P<words>(?:(?:ANALYZE|ANALYSE|VERBOSE)\s+)*)",
+    re.IGNORECASE,
+)
+
+
+def _analyzed_target(sql: str, tree: exp.Expression | None) -> str | None:
+    """The statement an `EXPLAIN ANALYZE` (which runs it) would run; None for anything else."""
+    if not isinstance(tree, exp.Command) or "EXPLAIN" not in str(tree.this).upper():
+        return None
+    match = _EXPLAIN_ANALYZE.match(sql)
+    if match is None:
+        return None
+    options = (match.group("options") or "").upper()
+    words = match.group("words").upper()
+    analyze = "ANALY" in words or re.search(r"\bANALY[SZ]E\b(?!\s+(?:FALSE|OFF|0)\b)", options)
+    return sql[match.end() :] if analyze else None
 
 
 def _count(value: float | None) -> str:

@@ -242,10 +242,10 @@ class QueryExecutor:
         values = compiled.values(request.params)
         deadline = time.monotonic() + limits.query_timeout_s
         guard = self.cost_guard
-        if guard and request.cost_check and compiled.first and request.column_types is None:
-            await guard.check(
-                source, compiled.sql, compiled.checked.tree, values, deadline - time.monotonic()
-            )
+        if guard and request.cost_check and request.offset == 0 and not request.column_types:
+            tree, pageable = compiled.checked.tree, compiled.first is not None
+            timeout = deadline - time.monotonic()
+            await guard.check(source, compiled.sql, tree, values, timeout, pageable=pageable)
 
         reporter = None
         if on_progress is not None:
