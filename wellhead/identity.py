@@ -1,8 +1,9 @@
 """Who is calling: the owner stamped on cursors and stored results so nobody else can use them.
 
-The owner is a digest of the authenticated principal (a token's client id and subject) and, when the
-protocol has one, the HTTP session (`Mcp-Session-Id`). A digest, not the values: cursors are
-readable by whoever holds them and may end up in logs, and a session id is a credential.
+The owner is a digest of the authenticated principal (a token's client id and subject) and,
+when the protocol has one, the HTTP session (`Mcp-Session-Id`). A digest, not the values:
+cursors are readable by whoever holds them and may end up in logs, and a session id is a
+credential.
 Without auth and without a session (stdio, anonymous stateless HTTP) there is one caller the
 server can tell apart, so the owner is None and cursors are bound to nothing more than the
 signature.
