@@ -316,3 +316,14 @@ async def test_a_jwt_subject_and_group_claim_pick_the_role():
             await rows_as(src, nobody)
     finally:
         await src.close()
+
+
+async def test_a_login_role_that_inherits_is_warned_about(caplog: pytest.LogCaptureFixture):
+    reader = service_env("WELLHEAD_TEST_PG_DSN", "PostgreSQL", ".ci/postgres.sh")
+    roles = RolesConfig.model_validate({"default": "wh_tenant_a"})
+    src = PostgresSource("inherits", dsn=reader, roles=roles, temp_file_limit=None)
+    with caplog.at_level("WARNING", logger="wellhead.sources.postgres"):
+        with pytest.raises(ConfigError, match='run GRANT "wh_tenant_a" TO wellhead_ro'):
+            await src.start()
+    assert "login role wellhead_ro has INHERIT" in caplog.text
+    assert "ALTER ROLE wellhead_ro NOINHERIT" in caplog.text

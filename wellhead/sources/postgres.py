@@ -503,6 +503,15 @@ class PostgresSource(Source):
         if self._roles is None:
             return
         login = await conn.fetchval("SELECT quote_ident(current_user)")
+        if await conn.fetchval("SELECT rolinherit FROM pg_roles WHERE rolname = current_user"):
+            log.warning(
+                "postgres source %r: login role %s has INHERIT, so it holds every mapped role's "
+                "grants even before SET ROLE; run ALTER ROLE %s NOINHERIT so that only the "
+                "caller's role applies (docs/governance.md)",
+                self.name,
+                login,
+                login,
+            )
         for role in self._roles.all_roles():
             quoted = quote_role(role)
             member = await conn.fetchval(_ROLE_MEMBER_SQL, role)
