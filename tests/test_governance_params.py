@@ -91,3 +91,25 @@ def test_identity_specs_and_token_claims_are_checked():
     assert ParamConfig.model_validate({"type": "string", "identity": "claims.tenant_id"})
     with pytest.raises(ValidationError, match="must not set client_id"):
         StaticToken.model_validate({"client_id": "a", "claims": {"client_id": "b"}})
+
+
+def test_cursor_owners_tell_apart_users_of_one_oauth_client():
+    """One OAuth client acting for two users (JWT `sub`): their cursors are not shared."""
+    from fastmcp.server.auth import AccessToken
+    from mcp.server.auth.middleware.auth_context import auth_context_var
+    from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+
+    from wellhead.identity import caller_owner
+
+    def owner(subject: str | None) -> str | None:
+        token = AccessToken(token="t", client_id="agents-app", scopes=[], subject=subject)
+        reset = auth_context_var.set(AuthenticatedUser(token))
+        try:
+            return caller_owner()
+        finally:
+            auth_context_var.reset(reset)
+
+    alice, bob = owner("alice@example.test"), owner("bob@example.test")
+    assert alice and bob and alice != bob
+    assert owner("alice@example.test") == alice
+    assert owner(None) not in (alice, bob, None)
