@@ -19,6 +19,7 @@ numbers, and says how to narrow. Estimates are cached per statement and paramete
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -146,7 +147,7 @@ class CostGuard:
         elif source.dialect == "duckdb":
             estimate = await _duckdb(source, sql, values, timeout)
         elif source.dialect == "sqlite" and tree is not None:
-            estimate = await _sqlite(source, tree, timeout)
+            estimate = await _sqlite(source, tree, timeout, walk_in_thread=len(sql) > 4_096)
         else:
             estimate = None
         if cacheable:
@@ -275,11 +276,19 @@ def _duckdb_node(node: dict[str, Any]) -> tuple[float, tuple[float, str]]:
 # --------------------------------------------------------------------------- SQLite
 
 
-async def _sqlite(source: Source, tree: exp.Expression, timeout: float) -> Estimate | None:
-    """The biggest full cross join of base tables in the statement, by their row counts."""
+async def _sqlite(
+    source: Source, tree: exp.Expression, timeout: float, *, walk_in_thread: bool
+) -> Estimate | None:
+    """The biggest full cross join of base tables in the statement, by their row counts.
+
+    A long statement's tree is walked in a worker thread, as the executor parses it there."""
     worst: Estimate | None = None
     counts: dict[str, float] = {}
-    for tables in _full_cross_joins(tree):
+    if walk_in_thread:
+        joins = await asyncio.to_thread(_full_cross_joins, tree)
+    else:
+        joins = _full_cross_joins(tree)
+    for tables in joins:
         product = 1.0
         for table in tables:
             if table not in counts:
