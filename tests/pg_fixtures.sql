@@ -170,6 +170,9 @@ DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wh_gov_writer') THEN
     CREATE ROLE wh_gov_writer NOLOGIN;
   END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wh_gov_column_writer') THEN
+    CREATE ROLE wh_gov_column_writer NOLOGIN;
+  END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wh_gov_stranger') THEN
     CREATE ROLE wh_gov_stranger NOLOGIN;
   END IF;
@@ -196,6 +199,8 @@ GRANT USAGE ON SCHEMA gov TO wellhead_gov, wh_tenant_a, wh_tenant_b, wh_gov_writ
 GRANT SELECT ON gov.tickets TO wh_tenant_a;
 GRANT SELECT (id, tenant, title) ON gov.tickets TO wh_tenant_b;
 GRANT SELECT, INSERT ON gov.tickets TO wh_gov_writer;
+GRANT USAGE ON SCHEMA gov TO wh_gov_column_writer;
+GRANT SELECT (id), UPDATE (title) ON gov.tickets TO wh_gov_column_writer;  -- a write by column
 GRANT USAGE ON SCHEMA public TO wh_tenant_a, wh_tenant_b;
 GRANT SELECT ON public.orders TO wh_tenant_a, wh_tenant_b;
-GRANT wh_tenant_a, wh_tenant_b, wh_gov_writer TO wellhead_gov;
+GRANT wh_tenant_a, wh_tenant_b, wh_gov_writer, wh_gov_column_writer TO wellhead_gov;

@@ -87,6 +87,17 @@ async def test_two_principals_see_their_own_rows_and_columns_and_a_third_is_refu
         assert {"gov.tickets", "public.orders"} <= names
         with acting_as(CAROL), pytest.raises(AccessDenied):
             await src.list_tables()
+        # A column grant: tenant b lists and describes the table, minus the column it may not
+        # read, and its sample rows are its own (RLS) and leave that column out.
+        with acting_as(BOB):
+            assert "gov.tickets" in {t.name for t in await src.list_tables()}
+            described = await src.describe_table("gov.tickets", sample_rows=3)
+        assert [c.name for c in described.columns] == ["id", "tenant", "title"]
+        assert described.sample_rows == [[3, "b", "invoice wrong"]]
+        with acting_as(ALICE):
+            described = await src.describe_table("gov.tickets", sample_rows=3)
+        assert [c.name for c in described.columns] == ["id", "tenant", "title", "internal_note"]
+        assert [row[0] for row in described.sample_rows] == [1, 2]
     finally:
         await src.close()
 
@@ -137,6 +148,7 @@ async def test_the_reset_before_reuse_leaves_no_role_behind():
     ("role", "message"),
     [
         ("wh_gov_writer", 'role "wh_gov_writer": postgres source'),
+        ("wh_gov_column_writer", "it can INSERT/UPDATE/DELETE/TRUNCATE gov.tickets"),
         ("wh_gov_stranger", 'run GRANT "wh_gov_stranger" TO wellhead_gov'),
         ("wh_gov_missing", 'mapped role "wh_gov_missing" does not exist'),
     ],

@@ -170,7 +170,9 @@ SELECT 'create_schema', quote_ident(n.nspname)
 UNION ALL
 SELECT 'owner', name FROM rels WHERE pg_has_role(relowner, 'USAGE')
 UNION ALL
-SELECT 'write', name FROM rels WHERE has_table_privilege(oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+SELECT 'write', name FROM rels
+    WHERE has_table_privilege(oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+       OR has_any_column_privilege(oid, 'INSERT, UPDATE')
 ORDER BY 1, 2
 """
 
@@ -191,21 +193,21 @@ LEFT JOIN pg_description d
 WHERE n.nspname = ANY($1::text[])
   AND c.relkind IN ('r', 'p', 'f', 'v', 'm')
   AND NOT c.relispartition
-  AND has_table_privilege(c.oid, 'SELECT')
+  AND has_any_column_privilege(c.oid, 'SELECT')
 ORDER BY 1
 """
 
 _RESOLVE_REGCLASS_SQL = """
 SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = to_regclass($1) AND n.nspname = ANY($2::text[])
-  AND c.relkind IN ('r', 'p', 'f', 'v', 'm') AND has_table_privilege(c.oid, 'SELECT')
+  AND c.relkind IN ('r', 'p', 'f', 'v', 'm') AND has_any_column_privilege(c.oid, 'SELECT')
 """
 
 _RESOLVE_BY_NAME_SQL = """
 SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relname = $1 AND n.nspname = ANY($2::text[])
-  AND c.relkind IN ('r', 'p', 'f', 'v', 'm') AND has_table_privilege(c.oid, 'SELECT')
+  AND c.relkind IN ('r', 'p', 'f', 'v', 'm') AND has_any_column_privilege(c.oid, 'SELECT')
 ORDER BY array_position($2::text[], n.nspname::text)
 """
 
@@ -228,6 +230,7 @@ SELECT a.attname AS name,
        col_description(a.attrelid, a.attnum) AS comment
 FROM pg_attribute a
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+  AND has_column_privilege(a.attrelid, a.attnum, 'SELECT')
 ORDER BY a.attnum
 """
 
@@ -675,9 +678,11 @@ class PostgresSource(Source):
             for f in await self._catalog(_FOREIGN_KEYS_SQL, oid)
         ]
         samples: list[list[Value]] = []
-        if sample_rows > 0:
+        if sample_rows > 0 and columns:
+            # The columns the caller may read (a column grant can leave some out), not `*`.
+            listed = ", ".join('"' + c.name.replace('"', '""') + '"' for c in columns)
             batch = await self.fetch(
-                f"SELECT * FROM {info.name} LIMIT {int(sample_rows)}",
+                f"SELECT {listed} FROM {info.name} LIMIT {int(sample_rows)}",
                 [],
                 max_rows=sample_rows,
                 timeout=self._sample_timeout(),
