@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from wellhead.config import DuckDBSourceConfig, Settings, StaticTokenAuthConfig
 from wellhead.errors import ConfigError, WellheadError
+from wellhead.governance.request import PrincipalGuard
 from wellhead.guards.budget import BudgetGuard, OverflowStore
 from wellhead.guards.calls import CallGuard, CallObserver, CallRecord, call_event
 from wellhead.guards.catalog import ToolCatalog
@@ -38,6 +39,7 @@ from wellhead.observe.watchdog import InFlight, LoopWatchdog
 from wellhead.sources import build_source
 from wellhead.sources.base import Source
 from wellhead.spill.store import SnapshotStore
+from wellhead.sql.cost import CostGuard
 from wellhead.sql.executor import QueryExecutor
 from wellhead.sql.paging import CursorCodec
 from wellhead.sql.policies import ColumnPolicies
@@ -222,6 +224,7 @@ def build_runtime(settings: Settings) -> Runtime:
         CursorCodec(cursor_secret(settings)),
         policies=policies,
         snapshots=snapshots(settings),
+        cost_guard=CostGuard(settings.cost_guard),
     )
     runtime = Runtime(
         settings=settings, sources=sources, executor=executor, store=state_store(settings)
@@ -291,6 +294,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
         ),
         OutputGuard(catalog),
         DereferenceOnce(),
+        PrincipalGuard(),
     ]
     mcp: FastMCP = FastMCP(
         settings.server.name,
@@ -363,7 +367,7 @@ def auth_provider(settings: Settings) -> Any:
 
         return StaticTokenVerifier(
             tokens={
-                token: {"client_id": t.client_id, "scopes": t.scopes}
+                token: {**t.claims, "client_id": t.client_id, "scopes": t.scopes}
                 for token, t in auth.tokens.items()
             },
             required_scopes=auth.required_scopes or None,

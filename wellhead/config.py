@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 from wellhead.errors import ConfigError
+from wellhead.governance.roles import RolesConfig
+from wellhead.sql.cost import CostGuardConfig
 from wellhead.sql.policy_config import ColumnPolicyConfig
 from wellhead.tools.sql_tool_config import SqlToolConfig, ToolsetsConfig
 
@@ -98,6 +100,9 @@ class PostgresSourceConfig(_Strict):
     )
     max_cell_bytes: int | None = Field(
         16 * 1024 * 1024, ge=1024, description="A larger single value is refused; null: no limit."
+    )
+    roles: RolesConfig | None = Field(
+        None, description="Run each caller as a PostgreSQL role (SET LOCAL ROLE); see governance."
     )
 
 
@@ -441,6 +446,18 @@ class SnapshotsConfig(_Strict):
 class StaticToken(_Strict):
     client_id: str
     scopes: list[str] = Field(default_factory=list)
+    claims: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra claims of this token (e.g. tenant_id, groups, sub), as a JWT has.",
+    )
+
+    @field_validator("claims")
+    @classmethod
+    def _own_claims(cls, value: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted({"client_id", "scopes", "expires_at"} & set(value))
+        if clash:
+            raise ValueError(f"claims must not set {', '.join(clash)} (they are token fields)")
+        return value
 
 
 class StaticTokenAuthConfig(_Strict):
@@ -551,6 +568,10 @@ class Settings(_Strict):
         default_factory=dict,
         description="source -> table -> column -> deny | hash | redact | partial | null "
         "(or {policy, keep, unless_scopes}); see docs/column-policies.md.",
+    )
+
+    cost_guard: CostGuardConfig = Field(
+        CostGuardConfig(), description="Refuse statements the engine estimates as too costly."
     )
 
     @model_validator(mode="after")
@@ -696,7 +717,7 @@ def secret_values(raw: Any) -> set[str]:
         elif isinstance(value, str):
             key = path[-1] if path else ""
             if key in ("secret", "token", "password") or path[:2] == _TOKEN_PATH:
-                if key not in ("client_id", "scopes"):
+                if key not in ("client_id", "scopes") and path[3:4] != ("claims",):
                     found.add(value)
             found.update(_passwords_in(value))
 

@@ -39,6 +39,19 @@ class CursorError(WellheadError):
     kind = "invalid_cursor"
 
 
+class AccessDenied(WellheadError):
+    """The caller may not do this: no database role is mapped to it, or a bound identity
+    value (a claim) is missing."""
+
+    kind = "access_denied"
+
+
+class CostExceeded(WellheadError):
+    """The engine's plan estimate for the statement is over the configured ceiling."""
+
+    kind = "cost_exceeded"
+
+
 class QueryTimeout(WellheadError):
     kind = "timeout"
 

@@ -1,8 +1,9 @@
 """Who is calling: the owner stamped on cursors and stored results so nobody else can use them.
 
-The owner is a digest of the authenticated principal (a token's client id) and, when the
-protocol has one, the HTTP session (`Mcp-Session-Id`). A digest, not the values: cursors are
-readable by whoever holds them and may end up in logs, and a session id is a credential.
+The owner is a digest of the authenticated principal (a token's client id and subject) and,
+when the protocol has one, the HTTP session (`Mcp-Session-Id`). A digest, not the values:
+cursors are readable by whoever holds them and may end up in logs, and a session id is a
+credential.
 Without auth and without a session (stdio, anonymous stateless HTTP) there is one caller the
 server can tell apart, so the owner is None and cursors are bound to nothing more than the
 signature.
@@ -34,7 +35,9 @@ def _principal() -> str | None:
         return None
     if token is None:
         return None
-    return f"{token.client_id}"
+    # One OAuth client may act for many users: the subject tells them apart.
+    subject = getattr(token, "subject", None) or (token.claims or {}).get("sub")
+    return f"{token.client_id}" if subject is None else f"{token.client_id}\x00{subject}"
 
 
 def _http_session() -> str | None:

@@ -38,6 +38,7 @@ from wellhead.errors import (
 )
 from wellhead.sources.base import Column, RowBatch, Source
 from wellhead.sql import encoding
+from wellhead.sql.cost import CostGuard
 from wellhead.sql.paging import CursorCodec, CursorState, PageTemplate, count_tree
 from wellhead.sql.policies import NOTHING_LIFTED, ColumnPolicies, Lifted, SourcePolicies
 from wellhead.sql.safety import CheckedStatement, bind_named, check_read_only
@@ -98,6 +99,8 @@ class PageRequest:
     """The caller's token scopes (identity.caller_scopes()): they may lift column policies."""
     snapshot: str | None = None
     """From the cursor: the snapshot the walk reads its pages from."""
+    cost_check: bool = False
+    """Ask the cost guard (if any) before the first page: free SQL, or a guarded SQL tool."""
 
 
 @dataclass
@@ -193,6 +196,7 @@ class QueryExecutor:
         codec: CursorCodec,
         policies: ColumnPolicies | None = None,
         snapshots: Snapshots | None = None,
+        cost_guard: CostGuard | None = None,
     ):
         self.sources = sources
         self.limits = limits
@@ -201,6 +205,7 @@ class QueryExecutor:
         self.policies = policies or ColumnPolicies({})
         self.snapshots = snapshots
         """Where walks spill their result (None: every page re-runs the statement)."""
+        self.cost_guard = cost_guard
 
     def source(self, name: str) -> Source:
         try:
@@ -254,6 +259,11 @@ class QueryExecutor:
         compiled = await self.compile(source, request.sql, request.params, request.scopes)
         values = compiled.values(request.params)
         deadline = time.monotonic() + limits.query_timeout_s
+        guard = self.cost_guard
+        if guard and request.cost_check and request.offset == 0 and not request.column_types:
+            tree, pageable = compiled.checked.tree, compiled.first is not None
+            timeout = deadline - time.monotonic()
+            await guard.check(source, compiled.sql, tree, values, timeout, pageable=pageable)
 
         reporter = None
         if on_progress is not None:

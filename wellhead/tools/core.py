@@ -20,6 +20,8 @@ from pydantic import Field
 
 from wellhead.config import LimitsConfig
 from wellhead.errors import BudgetExceeded, InvalidRequest
+from wellhead.governance.principal import acting_as, current_principal
+from wellhead.governance.request import request_principal
 from wellhead.identity import caller_owner, caller_scopes
 from wellhead.sources.base import TableDescription
 from wellhead.sql import encoding
@@ -106,6 +108,8 @@ def progress_reporter(ctx: Context | None) -> ProgressCallback | None:
 def register_core_tools(
     mcp: FastMCP, executor: QueryExecutor, default_source: str, limits: LimitsConfig
 ) -> None:
+    free_sql_guarded = executor.cost_guard is not None and executor.cost_guard.config.free_sql
+
     def pick_source(source: str | None) -> str:
         name = source or default_source
         executor.source(name)
@@ -165,6 +169,7 @@ def register_core_tools(
                 budget_bytes=budget_bytes,
                 owner=owner,
                 scopes=caller_scopes(),
+                cost_check=free_sql_guarded,
             )
         page = await executor.run(request, progress_reporter(ctx))
         return page_result(page)
@@ -253,7 +258,9 @@ def register_core_tools(
         mime_type="application/json",
     )
     async def table_schema(source: str, table: str) -> str:
-        result = await describe(executor, pick_source(source), table, limits.sample_rows)
+        # Resources pass no tool guard: run as the request's caller here.
+        with acting_as(request_principal() or current_principal()):
+            result = await describe(executor, pick_source(source), table, limits.sample_rows)
         return json.dumps(result.model_dump(), default=str)
 
     @mcp.prompt(
