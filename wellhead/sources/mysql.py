@@ -46,7 +46,12 @@ from wellhead.errors import (
     QueryTimeout,
     SourceUnavailable,
 )
-from wellhead.sources._dbapi import value_size
+from wellhead.sources._dbapi import (
+    CHUNK_BYTES,
+    SCAN_FIRST_CHUNK,
+    SCAN_MAX_CHUNK,
+    value_size,
+)
 from wellhead.sources._mysql import (
     COM_RESET_CONNECTION,
     Endpoint,
@@ -62,6 +67,7 @@ from wellhead.sources.base import (
     ColumnInfo,
     ForeignKey,
     RowBatch,
+    ScanSink,
     Source,
     TableDescription,
     TableInfo,
@@ -532,6 +538,30 @@ class MySQLSource(Source):
         timeout: float,
         max_bytes: int | None = None,
     ) -> RowBatch:
+        return await self._fetch(sql, params, max_rows, timeout, max_bytes, None)
+
+    async def scan(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        timeout: float,
+        sink: ScanSink,
+    ) -> None:
+        """Every row of one execution to `sink`: a walk's snapshot, so its pages are one
+        consistent result (and exact even where a case-insensitive collation makes the
+        paging order ambiguous)."""
+        await self._fetch(sql, params, 0, timeout, None, sink)
+
+    async def _fetch(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        max_rows: int,
+        timeout: float,
+        max_bytes: int | None,
+        sink: ScanSink | None,
+    ) -> RowBatch:
         if max_rows < 0:
             raise InvalidRequest(f"max_rows must be >= 0, got {max_rows}")
         if max_bytes is not None and max_bytes < 0:
@@ -554,13 +584,13 @@ class MySQLSource(Source):
             try:
                 async with asyncio.timeout(server_ms / 1000 + _CLIENT_GRACE):
                     try:
-                        batch = await self._run(conn, text, max_rows, server_ms, max_bytes)
+                        batch = await self._run(conn, text, max_rows, server_ms, max_bytes, sink)
                     except _StaleConnection:
                         # It died while idle (server restart, wait_timeout, a KILL) before
                         # this call's statement was sent: replace it once, run on the new one.
                         conn = await self._replace(conn)
                         text = bind(sql, list(params), conn.escape)
-                        batch = await self._run(conn, text, max_rows, server_ms, max_bytes)
+                        batch = await self._run(conn, text, max_rows, server_ms, max_bytes, sink)
             except _StaleConnection as exc:
                 raise exc.error from None
             except TimeoutError:  # the client's grace ran out: the thread is killed
@@ -584,7 +614,13 @@ class MySQLSource(Source):
         )
 
     async def _run(
-        self, conn: Any, sql: str, max_rows: int, server_ms: int, max_bytes: int | None
+        self,
+        conn: Any,
+        sql: str,
+        max_rows: int,
+        server_ms: int,
+        max_bytes: int | None,
+        sink: ScanSink | None = None,
     ) -> RowBatch:
         try:
             if self.dialect == "mysql":
@@ -597,6 +633,9 @@ class MySQLSource(Source):
             try:
                 await cursor.execute(timed(sql, self.dialect, server_ms))
                 columns = _columns(cursor)
+                if sink is not None:
+                    await self._scan(cursor, columns, sink)
+                    return RowBatch(columns=columns, rows=[], more=False, nbytes=0)
                 rows, more, used = await self._read(cursor, columns, max_rows, max_bytes)
             except MySQLError as exc:
                 raise self._translate(exc, server_ms) from None
@@ -640,6 +679,35 @@ class MySQLSource(Source):
                     return rows, bool(nxt), used
             width = max(used // max(len(rows), 1), 1)
             chunk = min(_CHUNK_ROWS, max(1, 65536 // width))
+
+    async def _scan(self, cursor: Any, columns: list[Column], sink: ScanSink) -> None:
+        """Every row to `sink` (in a worker thread: it encodes and writes), chunk by chunk."""
+        chunk = SCAN_FIRST_CHUNK
+        while True:
+            got = await cursor.fetchmany(chunk)
+            if not got:
+                return
+            rows = [tuple(raw) for raw in got]
+            self._check_cells(rows, columns)
+            used = await asyncio.to_thread(sink, columns, rows)
+            if len(got) < chunk:
+                return
+            chunk = max(1, min(SCAN_MAX_CHUNK, CHUNK_BYTES * 4 // max(used // len(rows), 1)))
+
+    def _check_cells(self, rows: list[tuple[Value, ...]], columns: list[Column]) -> None:
+        limit = self._max_cell_bytes
+        if limit is None:
+            return
+        for row in rows:
+            for index, value in enumerate(row):
+                cell = value_size(value)
+                if cell > limit:
+                    column = columns[index].name
+                    raise BudgetExceeded(
+                        f"column '{column}' holds a value of about {cell:,} bytes, more "
+                        f"than the {limit:,}-byte limit for one value (max_cell_bytes); "
+                        f"select part of it (LEFT({column}, 1000)) or its LENGTH instead"
+                    )
 
     def _translate(self, exc: MySQLError, server_ms: int) -> Exception:
         code = exc.args[0] if exc.args else None
