@@ -238,6 +238,45 @@ class StateConfig(_Strict):
         return self
 
 
+class ExportsConfig(_Strict):
+    """`export_query`: whole results written to files, handed out as resources and URLs."""
+
+    enabled: bool = True
+    directory: str | None = Field(
+        None, description="Export store; a private temp dir when unset (shared volume: replicas)."
+    )
+    max_export_bytes: int = Field(1 << 30, ge=1024, description="Largest single export file.")
+    max_owner_bytes: int = Field(4 << 30, ge=1024, description="Exports kept per caller, in bytes.")
+    max_total_bytes: int = Field(16 << 30, ge=1024, description="Whole store; oldest go first.")
+    ttl_s: float = Field(3600, gt=0, description="How long an export is kept and its URL valid.")
+    timeout_s: float = Field(300, gt=0, description="Deadline for writing one export.")
+    chunk_bytes: int = Field(
+        1 << 20, ge=1024, le=16 << 20, description="Bytes per resources/read chunk."
+    )
+    secret: str | None = Field(
+        None, description="HMAC key for download URLs; cursor.secret when unset."
+    )
+    public_url: str | None = Field(
+        None, description="Base URL of download links (behind a proxy); the request's when unset."
+    )
+
+
+class TasksConfig(_Strict):
+    """MCP tasks (FastMCP + Docket): `query` and `export_query` can run in the background."""
+
+    enabled: bool = False
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    queue: str = Field("wellhead", description="Docket queue name; replicas share it.")
+    concurrency: int = Field(4, ge=1, le=256, description="Tasks one process runs at once.")
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> TasksConfig:
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("backend 'redis' needs redis_url")
+        return self
+
+
 class StaticToken(_Strict):
     client_id: str
     scopes: list[str] = Field(default_factory=list)
@@ -341,6 +380,8 @@ class Settings(_Strict):
         default_factory=dict, description="SQL tools declared in config, by tool name."
     )
     toolsets: ToolsetsConfig = ToolsetsConfig()
+    exports: ExportsConfig = ExportsConfig()
+    tasks: TasksConfig = TasksConfig()
 
     @model_validator(mode="after")
     def _default_source_exists(self) -> Settings:

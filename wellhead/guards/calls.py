@@ -138,11 +138,14 @@ class CallGuard(Middleware):
                 raise
             result = self._error_result(record, exc)
         else:
-            if result.is_error:
+            if not isinstance(result, ToolResult):  # a task handle: the task logs its own run
+                record.extra["task"] = "created"
+            elif result.is_error:
                 if record.outcome == "ok":
                     record.outcome = "tool_error"
                 result = _bounded_error(result)
-            _measure(record, result)
+            if isinstance(result, ToolResult):
+                _measure(record, result)
         finally:
             _current_call.reset(token)
         await self._finish(record, result)
@@ -166,7 +169,7 @@ class CallGuard(Middleware):
         if self.inflight is not None:
             self.inflight.exit(record.invocation_id)
         record.execution_time_ms = round((time.perf_counter() - record.started) * 1000, 3)
-        if result is not None and not record.response_bytes:
+        if isinstance(result, ToolResult) and not record.response_bytes:
             # Unless the budget guard already measured the result it let through.
             record.response_bytes = _result_bytes(result)
         record.trace_id = current_trace_id()

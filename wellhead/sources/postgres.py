@@ -62,6 +62,7 @@ from wellhead.sources.base import (
     ColumnInfo,
     ForeignKey,
     RowBatch,
+    RowSink,
     Source,
     TableDescription,
     TableInfo,
@@ -813,6 +814,75 @@ class PostgresSource(Source):
                 f"lost the connection to postgres source {self.name!r}: {detail}"
             ) from None
         return RowBatch(columns=columns, rows=rows, more=more, nbytes=reader.bytes)
+
+    async def stream(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        sink: RowSink,
+        timeout: float,
+        batch_rows: int = 65_536,
+    ) -> None:
+        """Every row through a server-side cursor in the call's read-only transaction.
+
+        The server holds the result; wellhead holds one batch, written by the sink in a
+        worker thread while the loop stays free. `statement_timeout` is the deadline.
+        """
+        if timeout <= 0:
+            raise QueryTimeout(f"no time left to run the query on source {self.name!r}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        conn = await self._acquire(min(self._acquire_timeout, timeout))
+        clean = False
+        try:
+            server_ms = max(1, int((deadline - loop.time()) * 1000))
+            try:
+                async with asyncio.timeout(server_ms / 1000 + _CLIENT_GRACE):
+                    await conn.execute(begin_sql(server_ms, self._local_settings))
+                    stmt = await cached_statement(conn, sql)
+                    expected = stmt.get_parameters()
+                    if len(params) != len(expected):
+                        raise InvalidRequest(
+                            f"the statement takes {len(expected)} parameter(s), got {len(params)}"
+                        )
+                    args = [
+                        _coerce_param(v, t.name, i + 1)
+                        for i, (v, t) in enumerate(zip(params, expected, strict=True))
+                    ]
+                    sink.begin([Column(a.name, _type_label(a.type)) for a in stmt.get_attributes()])
+                    cursor = await stmt.cursor(*args)
+                    while records := await cursor.fetch(batch_rows):
+                        await asyncio.to_thread(sink.write_rows, [tuple(r) for r in records])
+            except TimeoutError:
+                raise QueryTimeout(
+                    f"query on source {self.name!r} exceeded {server_ms / 1000:g} s and was "
+                    f"cancelled on the server; narrow it (WHERE, LIMIT) or raise the timeout"
+                ) from None
+            except asyncpg.QueryCanceledError as exc:
+                if "statement timeout" in str(exc):
+                    raise QueryTimeout(
+                        f"query on source {self.name!r} exceeded {server_ms / 1000:g} s and was "
+                        "cancelled on the server; narrow it (WHERE, LIMIT) or raise the timeout"
+                    ) from None
+                raise QueryCancelled(f"the query was cancelled on the server ({exc})") from None
+            except asyncpg.ReadOnlySQLTransactionError as exc:
+                raise QueryFailed(
+                    "the statement tried to write, but wellhead runs every statement in a "
+                    f"read-only transaction (PostgreSQL: {exc})"
+                ) from None
+            except asyncpg.DataError as exc:
+                raise InvalidRequest(f"bad parameter: {exc}") from None
+            except asyncpg.PostgresError as exc:
+                raise QueryFailed(_describe_error(exc)) from None
+            except (OSError, asyncpg.InterfaceError) as exc:
+                raise SourceUnavailable(
+                    f"lost the connection to postgres source {self.name!r}: "
+                    f"{_scrub(str(exc), self._dsn)}"
+                ) from None
+            clean = True
+        finally:
+            await self._release(conn, clean=clean)
 
     # ---------------------------------------------------------------- pool plumbing
 

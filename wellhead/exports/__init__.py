@@ -1,0 +1,26 @@
+"""Exports: whole results as files (Parquet, CSV, JSON Lines) in a bounded, owned store."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from wellhead.config import ExportsConfig
+from wellhead.exports.store import ExportStore
+
+
+def export_store(config: ExportsConfig) -> ExportStore:
+    return ExportStore(
+        config.directory,
+        ttl_s=config.ttl_s,
+        max_owner_bytes=config.max_owner_bytes,
+        max_total_bytes=config.max_total_bytes,
+    )
+
+
+def link_key(config: ExportsConfig, cursor_secret: bytes) -> bytes:
+    """The download links' HMAC key: `exports.secret`, else one derived from the cursor key
+    (so replicas that share cursor.secret share links too, and neither key reveals the other)."""
+    if config.secret:
+        return config.secret.encode()
+    return hmac.new(cursor_secret, b"wellhead export links", hashlib.sha256).digest()

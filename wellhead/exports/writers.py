@@ -1,0 +1,257 @@
+"""Export files from a streamed result: Parquet, CSV or JSON Lines, one batch at a time.
+
+A `FileSink` is the `RowSink` a source streams into. It holds one batch, never the
+result: Arrow batches (DuckDB) are written as they come, Python rows (SQLite,
+PostgreSQL) become an Arrow batch of a schema fixed by the first batch, so every batch
+of one file has the same column types. The file's size is checked after every batch,
+and passing the cap stops the stream with an error that says so (never a cut file
+passed off as whole).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from wellhead.errors import BudgetExceeded, QueryFailed
+from wellhead.sources.base import Column, Interval
+from wellhead.sql import encoding
+
+FORMATS: dict[str, tuple[str, str]] = {
+    "parquet": ("application/vnd.apache.parquet", ".parquet"),
+    "csv": ("text/csv", ".csv"),
+    "jsonl": ("application/jsonl", ".jsonl"),
+}
+"""format -> (MIME type, file extension)."""
+
+_PG_TYPES: dict[str, pa.DataType] = {
+    "bool": pa.bool_(),
+    "int2": pa.int16(),
+    "int4": pa.int32(),
+    "int8": pa.int64(),
+    "oid": pa.int64(),
+    "float4": pa.float32(),
+    "float8": pa.float64(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "time": pa.time64("us"),
+    "bytea": pa.binary(),
+    "interval": pa.month_day_nano_interval(),
+}
+"""PostgreSQL result types with an exact Arrow twin; all others are written as text
+(numeric keeps every digit, json stays JSON, uuid and enums their text form)."""
+
+
+class FileSink:
+    """Writes one export file; `close()` finishes it (and must be called, also on error)."""
+
+    def __init__(self, path: str, fmt: str, max_bytes: int) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(fmt)
+        self.path = path
+        self.format = fmt
+        self.max_bytes = max_bytes
+        self.rows = 0
+        self.columns: list[Column] = []
+        self._schema: pa.Schema | None = None
+        self._file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self._writer: Any = None
+        self._batch_types: list[pa.DataType] = []
+
+    # -- RowSink -----------------------------------------------------------------------
+
+    def begin(self, columns: list[Column]) -> None:
+        self.columns = columns
+
+    def write_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self.write_arrow(self._rows_to_batch(rows))
+
+    def write_arrow(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0 and self._writer is not None:
+            return
+        batch = self._for_format(batch)
+        if self._writer is None:
+            self._open(batch.schema)
+        if self.format == "jsonl":
+            self._write_jsonl(batch)
+        else:
+            self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+        self._check_size()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish the file: a result without rows still gets a valid file with its columns."""
+        try:
+            if self._writer is None:
+                names = [c.name for c in self.columns]
+                empty = pa.schema([pa.field(n, pa.string()) for n in names])
+                self._open(empty)
+            if self.format != "jsonl" and self._writer is not None:
+                self._writer.close()
+        finally:
+            self._file.close()
+
+    def abort(self) -> None:
+        """Close and delete a file that will not be kept."""
+        try:
+            if self._writer is not None and self.format != "jsonl":
+                self._writer.close()
+        except Exception:  # noqa: BLE001 - the file is deleted anyway
+            pass
+        finally:
+            self._file.close()
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    @property
+    def size(self) -> int:
+        return os.path.getsize(self.path)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _open(self, schema: pa.Schema) -> None:
+        if self.format == "parquet":
+            self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
+        elif self.format == "csv":
+            self._writer = pa_csv.CSVWriter(self._file, schema)
+        else:
+            self._writer = True  # JSON Lines needs no writer object
+        self._schema = schema
+
+    def _check_size(self) -> None:
+        size = self._file.tell()
+        if size > self.max_bytes:
+            raise BudgetExceeded(
+                f"the export passed its {self.max_bytes:,}-byte cap "
+                f"(exports.max_export_bytes) after {self.rows:,} rows and was discarded; "
+                "narrow the query (WHERE, fewer columns) or choose parquet, which compresses"
+            )
+
+    def _for_format(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Columns a format cannot hold become text, exactly as the JSON results show them."""
+        if self.format == "jsonl":
+            return batch
+        arrays = []
+        fields = []
+        changed = False
+        for field, column in zip(batch.schema, batch.columns, strict=True):
+            if _writable(field.type, self.format):
+                arrays.append(column)
+                fields.append(field)
+                continue
+            changed = True
+            arrays.append(pa.array([_text(v) for v in column.to_pylist()], type=pa.string()))
+            fields.append(pa.field(field.name, pa.string()))
+        if not changed:
+            return batch
+        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+    def _write_jsonl(self, batch: pa.RecordBatch) -> None:
+        names = batch.schema.names
+        lines = []
+        for values in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+            row = {n: encoding.to_json_value(_plain(v)) for n, v in zip(names, values, strict=True)}
+            lines.append(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+        if lines:
+            self._file.write(("\n".join(lines) + "\n").encode())
+
+    def _rows_to_batch(self, rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
+        names = [c.name for c in self.columns] or [f"c{i}" for i in range(len(rows[0]))]
+        if self._schema is None:
+            types = [_PG_TYPES.get(c.type) if c.type else None for c in self.columns]
+            types += [None] * (len(names) - len(types))
+        else:
+            types = list(self._batch_types)
+        arrays = []
+        for index, values in enumerate(zip(*rows, strict=True)):
+            arrays.append(_array(names[index], values, types[index]))
+        if self._schema is None:
+            self._batch_types = [a.type for a in arrays]
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _writable(kind: pa.DataType, fmt: str) -> bool:
+    if pa.types.is_interval(kind):
+        return False
+    if fmt == "parquet":
+        return True
+    return bool(
+        pa.types.is_boolean(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_timestamp(kind)
+        or pa.types.is_time(kind)
+        or pa.types.is_null(kind)
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Arrow's Python values in the forms `encoding` knows (an interval keeps its parts)."""
+    if isinstance(value, pa.MonthDayNano):
+        return Interval(value.months, value.days, value.nanoseconds // 1000)
+    return value
+
+
+def _text(value: Any) -> str | None:
+    """A value as text, the way a JSON result shows it (nested values as JSON)."""
+    if value is None:
+        return None
+    converted = encoding.to_json_value(_plain(value))
+    if isinstance(converted, str):
+        return converted
+    return json.dumps(converted, ensure_ascii=False, separators=(",", ":"))
+
+
+def _array(name: str, values: Sequence[Any], kind: pa.DataType | None) -> pa.Array:
+    """One column of Python values as Arrow, of `kind` when known (fixed by the first batch)."""
+    if kind is not None and pa.types.is_interval(kind):
+        values = [
+            None if v is None else pa.MonthDayNano([v.months, v.days, v.microseconds * 1000])
+            for v in values
+        ]
+    elif kind is None:
+        values = [_scalar(v) for v in values]
+    elif pa.types.is_string(kind):
+        values = [v if v is None or isinstance(v, str) else _text(v) for v in values]
+    try:
+        array = pa.array(values, type=kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        if kind is None or pa.types.is_string(kind):
+            raise
+        raise QueryFailed(
+            f"column '{name}' holds values of more than one type (SQLite stores each value "
+            f"with its own type); CAST it in the query, e.g. CAST({name} AS TEXT)"
+        ) from None
+    if kind is None and pa.types.is_null(array.type):
+        return array.cast(pa.string())  # all NULL so far: text takes any later value
+    if kind is None and pa.types.is_decimal(array.type):
+        return pa.array([_scalar(v) for v in values], type=pa.string())  # scales vary per batch
+    return array
+
+
+def _scalar(value: Any) -> Any:
+    """Values Arrow would guess wrongly or not at all, as text (exact)."""
+    if value is None or isinstance(value, bool | int | float | str | bytes | dt.date | dt.time):
+        return value
+    if isinstance(value, decimal.Decimal | uuid.UUID | Interval | dict | list | tuple):
+        return _text(value)
+    return str(value)
