@@ -222,29 +222,45 @@ def _text(value: Any) -> str | None:
 
 
 def _array(name: str, values: Sequence[Any], kind: pa.DataType | None) -> pa.Array:
-    """One column of Python values as Arrow, of `kind` when known (fixed by the first batch)."""
+    """One column of Python values as Arrow, of `kind` when known (fixed by the first batch).
+
+    Arrow's own conversion (C) first; a Python pass only for values it cannot take.
+    """
     if kind is not None and pa.types.is_interval(kind):
         values = [
             None if v is None else pa.MonthDayNano([v.months, v.days, v.microseconds * 1000])
             for v in values
         ]
-    elif kind is None:
-        values = [_scalar(v) for v in values]
-    elif pa.types.is_string(kind):
-        values = [v if v is None or isinstance(v, str) else _text(v) for v in values]
+    if kind is None or pa.types.is_string(kind):
+        return _text_or_inferred(values, kind)
     try:
-        array = pa.array(values, type=kind)
+        return pa.array(values, type=kind)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        if kind is None or pa.types.is_string(kind):
-            raise
         raise QueryFailed(
             f"column '{name}' holds values of more than one type (SQLite stores each value "
             f"with its own type); CAST it in the query, e.g. CAST({name} AS TEXT)"
         ) from None
-    if kind is None and pa.types.is_null(array.type):
-        return array.cast(pa.string())  # all NULL so far: text takes any later value
-    if kind is None and pa.types.is_decimal(array.type):
-        return pa.array([_scalar(v) for v in values], type=pa.string())  # scales vary per batch
+
+
+def _text_or_inferred(values: Sequence[Any], kind: pa.DataType | None) -> pa.Array:
+    """A column of unknown type (inferred) or of text; decimals and odd values become text."""
+    sample = next((v for v in values if v is not None), None)
+    if isinstance(sample, decimal.Decimal | uuid.UUID):  # str() is 10x Arrow's decimal path
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+    try:
+        array = pa.array(values, type=kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        try:
+            array = pa.array(values)  # decimals (text in the first batch), say
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            array = pa.array([_scalar(v) for v in values])
+    if pa.types.is_null(array.type) or pa.types.is_decimal(array.type):
+        array = array.cast(pa.string())  # all NULL so far, or decimals whose scale may vary
+    if kind is not None and array.type != kind:
+        try:
+            array = array.cast(kind)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            array = pa.array([_scalar(v) for v in values], type=kind)
     return array
 
 
@@ -252,6 +268,8 @@ def _scalar(value: Any) -> Any:
     """Values Arrow would guess wrongly or not at all, as text (exact)."""
     if value is None or isinstance(value, bool | int | float | str | bytes | dt.date | dt.time):
         return value
-    if isinstance(value, decimal.Decimal | uuid.UUID | Interval | dict | list | tuple):
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)  # every digit as the engine has it (`12.50`)
+    if isinstance(value, Interval | dict | list | tuple):
         return _text(value)
     return str(value)

@@ -275,6 +275,8 @@ def _measure(record: CallRecord, result: ToolResult) -> None:
     structured = result.structured_content or {}
     if isinstance(structured.get("rows"), list):
         record.rows = len(structured["rows"])
+    elif isinstance(structured.get("row_count"), int):  # rows not in the result (an export)
+        record.rows = structured["row_count"]
     if "truncated" in structured:
         record.truncated = bool(structured["truncated"])
     overflow = (result.meta or {}).get("wellhead", {})

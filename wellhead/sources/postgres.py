@@ -86,6 +86,8 @@ _GONE_TIMEOUT = 5.0
 """How long a terminated backend may take to leave pg_stat_activity before its slot is freed."""
 _BACKEND_ALIVE_SQL = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
 _STATEMENT_CACHE = 256
+_STREAM_FETCH_ROWS = 2_000
+"""Rows per cursor round trip while streaming an export (asyncpg decodes them on the loop)."""
 """asyncpg prepared statements kept per connection (the reset keeps them)."""
 DEFAULT_WORK_MEM = "64MB"
 DEFAULT_TEMP_FILE_LIMIT = "1GB"
@@ -852,8 +854,15 @@ class PostgresSource(Source):
                     ]
                     sink.begin([Column(a.name, _type_label(a.type)) for a in stmt.get_attributes()])
                     cursor = await stmt.cursor(*args)
-                    while records := await cursor.fetch(batch_rows):
-                        await asyncio.to_thread(sink.write_rows, [tuple(r) for r in records])
+                    batch: list[Any] = []
+                    # Small fetches: rows are decoded on the loop, a slice at a time.
+                    while records := await cursor.fetch(_STREAM_FETCH_ROWS):
+                        batch.extend(records)
+                        if len(batch) >= batch_rows:
+                            await asyncio.to_thread(sink.write_rows, batch)
+                            batch = []
+                    if batch:
+                        await asyncio.to_thread(sink.write_rows, batch)
             except TimeoutError:
                 raise QueryTimeout(
                     f"query on source {self.name!r} exceeded {server_ms / 1000:g} s and was "
