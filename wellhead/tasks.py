@@ -28,6 +28,7 @@ from fastmcp.utilities.tasks import TaskConfig
 from mcp.types import CallToolRequestParams
 
 from wellhead.config import Settings
+from wellhead.guards.calls import current_call
 
 TASK_TOOLS = ("query", "export_query")
 """The tools that may run as tasks: the ones whose work can take long."""
@@ -84,6 +85,9 @@ def _guarded(
         )
 
         async def body(_: Any) -> Any:
+            record = current_call()
+            if record is not None:  # the run's log line says it ran as a task
+                record.extra["task"] = "run"
             return await fn(*args, **kwargs)
 
         return await guards.on_call_tool(context, body)

@@ -15,8 +15,8 @@ from typing import Any
 
 from wellhead.config import ExportsConfig
 from wellhead.errors import InvalidRequest
+from wellhead.exports.formats import FORMATS
 from wellhead.exports.store import ExportInfo, ExportStore
-from wellhead.exports.writers import FORMATS, FileSink
 from wellhead.sql.executor import QueryExecutor
 
 Progress = Callable[[int, float], Awaitable[None]]
@@ -45,6 +45,8 @@ class Exporter:
             raise InvalidRequest(
                 f"format must be one of {', '.join(FORMATS)} (got {str(fmt)[:40]!r})"
             )
+        from wellhead.exports.writers import FileSink  # pyarrow: imported on first export
+
         engine = self.executor.source(source)
         compiled = await self.executor.compile(engine, sql, params)
         values = compiled.values(params)
@@ -78,7 +80,7 @@ class Exporter:
         return await asyncio.to_thread(self.store.commit, info, part)
 
 
-async def _report(on_progress: Progress, sink: FileSink, started: float) -> None:
+async def _report(on_progress: Progress, sink: Any, started: float) -> None:
     while True:
         await asyncio.sleep(_PROGRESS_EVERY_S)
         await on_progress(sink.rows, time.monotonic() - started)

@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
-from wellhead.exports.writers import FORMATS
+from wellhead.exports.formats import FORMATS
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{24}$")
 _PART_MAX_AGE_S = 24 * 3600

@@ -23,15 +23,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from wellhead.errors import BudgetExceeded, QueryFailed
+from wellhead.exports.formats import FORMATS
 from wellhead.sources.base import Column, Interval
 from wellhead.sql import encoding
-
-FORMATS: dict[str, tuple[str, str]] = {
-    "parquet": ("application/vnd.apache.parquet", ".parquet"),
-    "csv": ("text/csv", ".csv"),
-    "jsonl": ("application/jsonl", ".jsonl"),
-}
-"""format -> (MIME type, file extension)."""
 
 _PG_TYPES: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
