@@ -241,7 +241,7 @@ class StateConfig(_Strict):
 class ExportsConfig(_Strict):
     """`export_query`: whole results written to files, handed out as resources and URLs."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Serve export_query and its resources and links.")
     directory: str | None = Field(
         None, description="Export store; a private temp dir when unset (shared volume: replicas)."
     )
@@ -264,9 +264,11 @@ class ExportsConfig(_Strict):
 class TasksConfig(_Strict):
     """MCP tasks (FastMCP + Docket): `query` and `export_query` can run in the background."""
 
-    enabled: bool = False
-    backend: Literal["memory", "redis"] = "memory"
-    redis_url: str | None = None
+    enabled: bool = Field(False, description="Let clients run query/export_query as tasks.")
+    backend: Literal["memory", "redis"] = Field(
+        "memory", description="memory (one process) or redis (tasks shared by replicas)."
+    )
+    redis_url: str | None = Field(None, description="Redis URL; required with backend redis.")
     queue: str = Field("wellhead", description="Docket queue name; replicas share it.")
     concurrency: int = Field(4, ge=1, le=256, description="Tasks one process runs at once.")
 
@@ -380,8 +382,12 @@ class Settings(_Strict):
         default_factory=dict, description="SQL tools declared in config, by tool name."
     )
     toolsets: ToolsetsConfig = ToolsetsConfig()
-    exports: ExportsConfig = ExportsConfig()
-    tasks: TasksConfig = TasksConfig()
+    exports: ExportsConfig = Field(
+        ExportsConfig(), description="export_query: whole results as files (resources, URLs)."
+    )
+    tasks: TasksConfig = Field(
+        TasksConfig(), description="MCP tasks: long queries and exports in the background."
+    )
 
     @model_validator(mode="after")
     def _default_source_exists(self) -> Settings:
