@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -156,13 +157,18 @@ class FileSink:
         return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
     def _write_jsonl(self, batch: pa.RecordBatch) -> None:
-        names = batch.schema.names
-        lines = []
-        for values in zip(*(c.to_pylist() for c in batch.columns), strict=True):
-            row = {n: encoding.to_json_value(_plain(v)) for n, v in zip(names, values, strict=True)}
-            lines.append(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
-        if lines:
-            self._file.write(("\n".join(lines) + "\n").encode())
+        """One JSON object per row, built column by column (a row loop only joins text)."""
+        if batch.num_rows == 0:
+            return
+        columns = [
+            [_JSON(name) + ":" + text for text in _json_texts(column)]
+            for name, column in zip(batch.schema.names, batch.columns, strict=True)
+        ]
+        if not columns:
+            lines = ["{}"] * batch.num_rows
+        else:
+            lines = ["{" + ",".join(parts) + "}" for parts in zip(*columns, strict=True)]
+        self._file.write(("\n".join(lines) + "\n").encode())
 
     def _rows_to_batch(self, rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
         names = [c.name for c in self.columns] or [f"c{i}" for i in range(len(rows[0]))]
@@ -196,6 +202,29 @@ def _writable(kind: pa.DataType, fmt: str) -> bool:
         or pa.types.is_time(kind)
         or pa.types.is_null(kind)
     )
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""One encoder for every value: `json.dumps` with options builds a new one per call."""
+
+
+def _json_texts(column: pa.Array) -> list[str]:
+    """Each value of a column as JSON text, as `encoding.to_json_value` would write it."""
+    kind = column.type
+    if pa.types.is_boolean(kind) or (pa.types.is_integer(kind) and _within_safe_integers(column)):
+        return column.cast(pa.string()).fill_null("null").to_pylist()
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return ["null" if v is None else _JSON(v) for v in column.to_pylist()]
+    return [_JSON(encoding.to_json_value(_plain(v))) for v in column.to_pylist()]
+
+
+def _within_safe_integers(column: pa.Array) -> bool:
+    """No integer JavaScript would round (larger ones are written as text by `encoding`)."""
+    if column.null_count == len(column):
+        return True
+    bounds = pc.min_max(column)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    return -encoding.MAX_SAFE_INTEGER <= low and high <= encoding.MAX_SAFE_INTEGER
 
 
 def _plain(value: Any) -> Any:
