@@ -30,6 +30,8 @@ from wellhead.config import parse_settings
 
 pytestmark = pytest.mark.anyio
 SECRET = "test-secret-test-secret-0123456789"
+NULLS_APART = pa_csv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)
+"""An unquoted empty field is NULL, a quoted one ("") the empty string."""
 ALICE = "alice-token-0123456789abcdef"
 BOB = "bob-token-0123456789abcdef-x"
 
@@ -206,6 +208,27 @@ async def test_postgres_export_types_and_rows(tmp_path: Path) -> None:
             {"sql": "SELECT * FROM orders WHERE id <= :n ORDER BY id", "params": {"n": 70_000}},
         )
         data = await _read_all(client, orders.structured_content["uri"])
+        # CSV: PostgreSQL's own COPY output without parameters, the row path with them.
+        csv_sql = "SELECT id, status, amount, note FROM orders WHERE id <= {} ORDER BY id"
+        copied = await client.call_tool(
+            "export_query", {"sql": csv_sql.format(100_000), "format": "csv"}
+        )
+        streamed = await client.call_tool(
+            "export_query",
+            {"sql": csv_sql.format(":n"), "params": {"n": 100_000}, "format": "csv"},
+        )
+        csv_tables = [
+            pa_csv.read_csv(
+                io.BytesIO(await _read_all(client, r.structured_content["uri"])),
+                convert_options=NULLS_APART,
+            )
+            for r in (copied, streamed)
+        ]
+    for result, csv_table in zip((copied, streamed), csv_tables, strict=True):
+        assert result.structured_content["row_count"] == csv_table.num_rows == 100_000
+        assert csv_table.column("id").to_pylist() == list(range(1, 100_001))
+        assert csv_table.column("note").null_count == 90_000  # NULL stays NULL, not ''
+    assert csv_tables[0].column("amount").to_pylist() == csv_tables[1].column("amount").to_pylist()
     first = pq.read_table(io.BytesIO(zoo_bytes)).to_pylist()[0]
     assert first["id"] == 1 and first["uid"] == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
     assert first["price"] == "12.50"  # numeric keeps its digits, as text

@@ -47,6 +47,10 @@ _PG_TYPES: dict[str, pa.DataType] = {
 (numeric keeps every digit, json stays JSON, uuid and enums their text form)."""
 
 
+_ENGINE_CSV = object()
+"""Stands for the writer of a CSV the engine wrote itself."""
+
+
 class FileSink:
     """Writes one export file; `close()` finishes it (and must be called, also on error)."""
 
@@ -85,6 +89,22 @@ class FileSink:
         self.rows += batch.num_rows
         self._check_size()
 
+    # -- CSV written by the engine itself (PostgreSQL's COPY) ---------------------------
+
+    @property
+    def engine_csv(self) -> bool:
+        """This file may take the engine's own CSV (with its header row) as it is."""
+        return self.format == "csv" and self._writer is None
+
+    def write_csv(self, data: bytes) -> None:
+        self._writer = _ENGINE_CSV
+        self._file.write(data)
+        self._check_size()
+
+    def counted(self, rows: int) -> None:
+        """The row count the engine reports for the CSV it wrote (quoted newlines included)."""
+        self.rows = rows
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
@@ -94,7 +114,7 @@ class FileSink:
                 names = [c.name for c in self.columns]
                 empty = pa.schema([pa.field(n, pa.string()) for n in names])
                 self._open(empty)
-            if self.format != "jsonl" and self._writer is not None:
+            if self.format != "jsonl" and self._writer not in (None, _ENGINE_CSV):
                 self._writer.close()
         finally:
             self._file.close()
@@ -102,7 +122,7 @@ class FileSink:
     def abort(self) -> None:
         """Close and delete a file that will not be kept."""
         try:
-            if self._writer is not None and self.format != "jsonl":
+            if self.format != "jsonl" and self._writer not in (None, _ENGINE_CSV):
                 self._writer.close()
         except Exception:  # noqa: BLE001 - the file is deleted anyway
             pass

@@ -86,6 +86,8 @@ _GONE_TIMEOUT = 5.0
 """How long a terminated backend may take to leave pg_stat_activity before its slot is freed."""
 _BACKEND_ALIVE_SQL = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
 _STATEMENT_CACHE = 256
+_COPY_FLUSH_BYTES = 1 << 20
+"""CSV from COPY is written to the file a MiB at a time, in a worker thread."""
 _STREAM_FETCH_ROWS = 2_000
 """Rows per cursor round trip while streaming an export (asyncpg decodes them on the loop)."""
 """asyncpg prepared statements kept per connection (the reset keeps them)."""
@@ -853,6 +855,10 @@ class PostgresSource(Source):
                         for i, (v, t) in enumerate(zip(params, expected, strict=True))
                     ]
                     sink.begin([Column(a.name, _type_label(a.type)) for a in stmt.get_attributes()])
+                    if not args and getattr(sink, "engine_csv", False):
+                        await self._copy_csv(conn, sql, sink)
+                        clean = True
+                        return
                     cursor = await stmt.cursor(*args)
                     batch: list[Any] = []
                     # Small fetches: rows are decoded on the loop, a slice at a time.
@@ -892,6 +898,26 @@ class PostgresSource(Source):
             clean = True
         finally:
             await self._release(conn, clean=clean)
+
+    async def _copy_csv(self, conn: asyncpg.Connection, sql: str, sink: Any) -> None:
+        """The server's own CSV (`COPY (...) TO STDOUT`), written as it arrives.
+
+        Only for statements without parameters: asyncpg would inline parameters into the
+        text, which is not safe for every statement. The newline ends a trailing comment.
+        """
+        pending = bytearray()
+
+        async def output(chunk: bytes) -> None:
+            pending.extend(chunk)
+            if len(pending) >= _COPY_FLUSH_BYTES:
+                data = bytes(pending)
+                pending.clear()
+                await asyncio.to_thread(sink.write_csv, data)
+
+        status = await conn.copy_from_query(sql + "\n", output=output, format="csv", header=True)
+        if pending:
+            await asyncio.to_thread(sink.write_csv, bytes(pending))
+        sink.counted(int(str(status).rsplit(" ", 1)[-1]))
 
     # ---------------------------------------------------------------- pool plumbing
 
