@@ -208,6 +208,10 @@ async def test_postgres_export_types_and_rows(tmp_path: Path) -> None:
             {"sql": "SELECT * FROM orders WHERE id <= :n ORDER BY id", "params": {"n": 70_000}},
         )
         data = await _read_all(client, orders.structured_content["uri"])
+        inline = await client.call_tool(  # no parameters: COPY's CSV, converted by Arrow
+            "export_query", {"sql": "SELECT * FROM orders WHERE id <= 70000 ORDER BY id"}
+        )
+        inline_data = await _read_all(client, inline.structured_content["uri"])
         # CSV: PostgreSQL's own COPY output without parameters, the row path with them.
         csv_sql = "SELECT id, status, amount, note FROM orders WHERE id <= {} ORDER BY id"
         copied = await client.call_tool(
@@ -244,6 +248,7 @@ async def test_postgres_export_types_and_rows(tmp_path: Path) -> None:
         await conn.close()
     assert table.num_rows == len(expected) == 70_000  # more than one 65,536-row batch
     assert table.column(0).to_pylist() == [r[0] for r in expected]
+    assert pq.read_table(io.BytesIO(inline_data)).equals(table)  # both paths: the same file
 
 
 # --------------------------------------------------------------------------- over HTTP

@@ -47,6 +47,51 @@ _PG_TYPES: dict[str, pa.DataType] = {
 (numeric keeps every digit, json stays JSON, uuid and enums their text form)."""
 
 
+_BYTEA = pa.binary()
+_CSV_TYPES: dict[str, pa.DataType] = {
+    "bool": pa.bool_(),
+    "int2": pa.int16(),
+    "int4": pa.int32(),
+    "int8": pa.int64(),
+    "oid": pa.int64(),
+    "float4": pa.float32(),
+    "float8": pa.float64(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "bytea": _BYTEA,
+    **{
+        name: pa.string()
+        for name in (
+            "text",
+            "varchar",
+            "bpchar",
+            "name",
+            "numeric",
+            "uuid",
+            "interval",
+            "json",
+            "jsonb",
+            "inet",
+            "cidr",
+        )
+    },
+}
+"""PostgreSQL types whose CSV text Arrow reads into the same values the row path writes
+(with the session in UTC and ISO 8601 intervals); other types take the row path."""
+_CSV_SIDE_FACTOR = 4
+"""A Parquet export's intermediate CSV may be this many times the file cap (it compresses)."""
+_CSV_BLOCK_BYTES = 8 << 20
+
+
+def _from_hex(array: pa.Array) -> pa.Array:
+    """PostgreSQL's `\\xdeadbeef` bytea text as the bytes."""
+    return pa.array(
+        [None if v is None else bytes.fromhex(v[2:].decode()) for v in array.to_pylist()],
+        type=pa.binary(),
+    )
+
+
 _ENGINE_CSV = object()
 """Stands for the writer of a CSV the engine wrote itself."""
 
@@ -66,6 +111,7 @@ class FileSink:
         self._file: IO[bytes] = open(path, "wb")  # noqa: SIM115 - closed by close()
         self._writer: Any = None
         self._batch_types: list[pa.DataType] = []
+        self._side: IO[bytes] | None = None
 
     # -- RowSink -----------------------------------------------------------------------
 
@@ -93,17 +139,68 @@ class FileSink:
 
     @property
     def engine_csv(self) -> bool:
-        """This file may take the engine's own CSV (with its header row) as it is."""
-        return self.format == "csv" and self._writer is None
+        """This file may take the engine's own CSV (with its header row): as it is for a CSV
+        export, converted by Arrow for Parquet when every column has a plain type."""
+        if self._writer is not None:
+            return False
+        if self.format == "csv":
+            return True
+        return self.format == "parquet" and all(c.type in _CSV_TYPES for c in self.columns)
 
     def write_csv(self, data: bytes) -> None:
-        self._writer = _ENGINE_CSV
-        self._file.write(data)
-        self._check_size()
+        if self.format == "csv":
+            self._writer = _ENGINE_CSV
+            self._file.write(data)
+            self._check_size()
+            return
+        if self._side is None:  # Parquet: the CSV goes to a side file, converted at the end
+            self._side = open(self.path + ".csv", "wb")  # noqa: SIM115 - closed in counted()
+        self._side.write(data)
+        if self._side.tell() > _CSV_SIDE_FACTOR * self.max_bytes:
+            raise BudgetExceeded(
+                f"the export passed its {self.max_bytes:,}-byte cap (exports.max_export_bytes) "
+                "and was discarded; narrow the query (WHERE, fewer columns)"
+            )
 
     def counted(self, rows: int) -> None:
-        """The row count the engine reports for the CSV it wrote (quoted newlines included)."""
+        """The engine's row count for the CSV it wrote (quoted newlines included); for
+        Parquet, the side CSV is now converted (blocks: call it in a worker thread)."""
+        if self._side is not None:
+            self._side.close()
+            self._parquet_from_csv(self._side.name)
+            os.unlink(self._side.name)
+            self._side = None
         self.rows = rows
+
+    def _parquet_from_csv(self, path: str) -> None:
+        names = [c.name for c in self.columns]
+        slots = [f"c{i}" for i in range(len(names))]  # header names may repeat: read by slot
+        kinds = {slot: _CSV_TYPES[c.type] for slot, c in zip(slots, self.columns, strict=True)}
+        reader = pa_csv.open_csv(
+            path,
+            read_options=pa_csv.ReadOptions(
+                column_names=slots, skip_rows=1, block_size=_CSV_BLOCK_BYTES
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={s: pa.binary() if k is _BYTEA else k for s, k in kinds.items()},
+                true_values=["t"],
+                false_values=["f"],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        try:
+            for batch in reader:
+                arrays = [
+                    _from_hex(array) if kinds[slot] is _BYTEA else array
+                    for slot, array in zip(slots, batch.columns, strict=True)
+                ]
+                self.write_arrow(pa.RecordBatch.from_arrays(arrays, names=names))
+        except pa.ArrowInvalid as exc:
+            raise QueryFailed(
+                f"a value could not be written to Parquet ({str(exc)[:200]}); export this "
+                "result as csv, or cast the column to text"
+            ) from None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -128,10 +225,15 @@ class FileSink:
             pass
         finally:
             self._file.close()
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            paths = [self.path]
+            if self._side is not None:
+                self._side.close()
+                paths.append(self._side.name)
+            for path in paths:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
 
     @property
     def size(self) -> int:

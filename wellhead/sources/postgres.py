@@ -86,6 +86,10 @@ _GONE_TIMEOUT = 5.0
 """How long a terminated backend may take to leave pg_stat_activity before its slot is freed."""
 _BACKEND_ALIVE_SQL = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
 _STATEMENT_CACHE = 256
+_COPY_SETTINGS_SQL = (
+    "SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = 'iso_8601'; "
+    "SET LOCAL DateStyle = 'ISO, YMD'"
+)
 _COPY_FLUSH_BYTES = 1 << 20
 """CSV from COPY is written to the file a MiB at a time, in a worker thread."""
 _STREAM_FETCH_ROWS = 2_000
@@ -914,10 +918,12 @@ class PostgresSource(Source):
                 pending.clear()
                 await asyncio.to_thread(sink.write_csv, data)
 
+        # Text as the row path writes it: timestamps in UTC, intervals as ISO 8601 durations.
+        await conn.execute(_COPY_SETTINGS_SQL)
         status = await conn.copy_from_query(sql + "\n", output=output, format="csv", header=True)
         if pending:
             await asyncio.to_thread(sink.write_csv, bytes(pending))
-        sink.counted(int(str(status).rsplit(" ", 1)[-1]))
+        await asyncio.to_thread(sink.counted, int(str(status).rsplit(" ", 1)[-1]))
 
     # ---------------------------------------------------------------- pool plumbing
 
