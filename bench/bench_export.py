@@ -85,12 +85,13 @@ def duckdb_baseline(demo: Path, fmt: str, out: Path) -> float:
     code = (
         "import duckdb, time, sys\n"
         f"c = duckdb.connect({str(demo)!r}, read_only=True)\n"
+        "c.execute('SET enable_progress_bar = false')\n"
         "t = time.perf_counter()\n"
         f"c.execute(\"COPY ({SQL}) TO '{out}' {options}\")\n"
         "print(time.perf_counter() - t)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(done.stdout.strip())
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 async def export_once(url: str, pid: int, sql: str, fmt: str, source: str | None) -> dict:
