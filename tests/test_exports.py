@@ -313,3 +313,41 @@ async def test_exports_belong_to_their_caller_over_http(tmp_path: Path, demo_db:
         assert calls == 2
     finally:
         server.stop()
+
+
+async def test_workers_share_one_export_store(tmp_path: Path, demo_db: Path) -> None:
+    """`--workers 2`: an export made by one worker is served by every one of them."""
+    redis_url = service_env("WELLHEAD_TEST_REDIS_URL", "Redis", ".ci/redis.sh")
+    config = tmp_path / "wellhead.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "sources": _duckdb(demo_db),
+                "cursor": {"secret": SECRET},
+                "state": {"backend": "redis", "redis_url": redis_url},
+                "plugins": ["tests.plugins.worker_pid"],
+            }
+        )
+    )
+    server = ServerProcess(config, "--workers", "2", "--stateless")
+    try:
+        server.wait_for_log(
+            lambda _: server.log_text().count("Application startup complete") >= 2, timeout=60
+        )
+        async with Client(server.mcp_url) as client:
+            made = await client.call_tool("export_query", {"sql": "SELECT * FROM customers"})
+        info = made.structured_content
+        pids = set()
+        async with httpx.AsyncClient() as http:
+            for _ in range(16):  # fresh connections: the workers take turns accepting them
+                async with Client(server.mcp_url) as client:
+                    served = await client.call_tool("worker_pid", {})
+                    pids.add(served.structured_content["result"])
+                    assert len(await _read_all(client, info["uri"])) == info["size_bytes"]
+                got = await http.get(info["download_url"], headers={"Connection": "close"})
+                assert got.status_code == 200 and len(got.content) == info["size_bytes"]
+                if len(pids) == 2:
+                    break
+        assert len(pids) == 2, "every call landed on one worker; the test proved nothing"
+    finally:
+        server.stop()

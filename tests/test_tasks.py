@@ -242,3 +242,20 @@ async def test_tasks_across_two_replicas_through_redis(tmp_path: Path, demo_db: 
     finally:
         one.stop()
         two.stop()
+
+
+def test_workers_need_redis_for_tasks() -> None:
+    from wellhead.errors import ConfigError
+    from wellhead.serve import check_workers
+
+    raw = {
+        "sources": {"t": {"kind": "sqlite", "path": "x.sqlite"}},
+        "server": {"workers": 2, "transport": "http", "stateless": True},
+        "state": {"backend": "redis", "redis_url": "redis://127.0.0.1:6379/0"},
+        "cursor": {"secret": SECRET},
+        "tasks": {"enabled": True},
+    }
+    with pytest.raises(ConfigError, match="tasks.backend is 'memory'"):
+        check_workers(parse_settings(raw))
+    raw["tasks"] = {"enabled": True, "backend": "redis", "redis_url": "redis://127.0.0.1:6379/0"}
+    check_workers(parse_settings(raw))

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 
 from wellhead.config import ExportsConfig
 from wellhead.exports.store import ExportStore
 
+SHARED_DIR_ENV = "WELLHEAD_EXPORTS_SHARED_DIR"
+"""Set by the `--workers` supervisor: the one store its workers share (it removes it)."""
+
 
 def export_store(config: ExportsConfig) -> ExportStore:
+    shared = os.environ.get(SHARED_DIR_ENV)
+    if config.directory is None and shared:
+        return ExportStore(
+            shared,
+            ttl_s=config.ttl_s,
+            max_owner_bytes=config.max_owner_bytes,
+            max_total_bytes=config.max_total_bytes,
+            private=False,
+        )
     return ExportStore(
         config.directory,
         ttl_s=config.ttl_s,

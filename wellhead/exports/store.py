@@ -57,8 +57,9 @@ class ExportStore:
         ttl_s: float,
         max_owner_bytes: int,
         max_total_bytes: int,
+        private: bool | None = None,
     ) -> None:
-        self._private = directory is None
+        self._private = directory is None if private is None else private
         self.directory = directory or tempfile.mkdtemp(prefix="wellhead-exports-")
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self.ttl_s = ttl_s
