@@ -50,7 +50,7 @@ class Exporter:
         engine = self.executor.source(source)
         compiled = await self.executor.compile(engine, sql, params)
         values = compiled.values(params)
-        export_id, part = self.store.reserve()
+        export_id, part = await asyncio.to_thread(self.store.reserve)
         sink = await asyncio.to_thread(FileSink, part, fmt, self.config.max_export_bytes)
         started = time.monotonic()
         reporter = None

@@ -60,16 +60,29 @@ class ExportStore:
         private: bool | None = None,
     ) -> None:
         self._private = directory is None if private is None else private
-        self.directory = directory or tempfile.mkdtemp(prefix="wellhead-exports-")
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self._directory = directory
+        self._ready = False
         self.ttl_s = ttl_s
         self.max_owner_bytes = max_owner_bytes
         self.max_total_bytes = max_total_bytes
 
+    @property
+    def directory(self) -> str:
+        """Made on first use: a server that never exports leaves nothing behind."""
+        if self._directory is None:
+            self._directory = tempfile.mkdtemp(prefix="wellhead-exports-")  # mode 0700
+            self._ready = True
+        elif not self._ready:
+            os.makedirs(self._directory, mode=0o700, exist_ok=True)
+            self._ready = True
+        return self._directory
+
     def close(self) -> None:
         """Remove a private store (a configured directory is left for other replicas)."""
-        if self._private:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        if self._private and self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+            self._ready = False
 
     # -- writing ---------------------------------------------------------------------
 
