@@ -34,6 +34,14 @@ def rotated_files(path: Path) -> list[Path]:
     return [*backups, path]
 
 
+CHAIN_FIELDS = ("chain_seq", "chain_seed", "chain_prev", "chain")
+
+
+def unchained(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events as emitted: without the fields each file's chain adds."""
+    return [{k: v for k, v in line.items() if k not in CHAIN_FIELDS} for line in lines]
+
+
 def read_lines(path: Path) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
     for f in rotated_files(path):
@@ -306,18 +314,46 @@ def test_syslog_tcp_octet_counting() -> None:
     assert RFC5424.match(frames[0].decode())["msgid"] == "tool_call"  # type: ignore[index]
 
 
-def test_syslog_tcp_unreachable_counts_drops() -> None:
+def test_syslog_tcp_unreachable_spools_then_delivers(tmp_path: Path) -> None:
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()  # nothing listens here now
     metrics = Metrics()
-    sink = SyslogAuditSink("127.0.0.1", port, protocol="tcp", on_drop=metrics.audit_dropped.inc)
-    sink.emit({"event": "tool_call"})
-    sink.emit({"event": "tool_call"})
+    sink = SyslogAuditSink(
+        "127.0.0.1",
+        port,
+        protocol="tcp",
+        on_drop=metrics.audit_dropped.inc,
+        spool_dir=str(tmp_path / "spool"),
+        drain_timeout_s=0.2,
+    )
+    sink.emit({"event": "tool_call", "n": 1})
+    sink.emit({"event": "tool_call", "n": 2})
+    assert not sink.flush(timeout=0.5)  # not delivered: nobody listens
+    assert sink.health().startswith("unavailable")
     assert sink.close()
-    assert sink.dropped == 2
-    assert metrics.registry.get_sample_value("wellhead_audit_dropped_total") == 2
+    assert sink.dropped == 0  # kept in the spool, not lost
+    assert metrics.registry.get_sample_value("wellhead_audit_dropped_total") == 0
+
+    server = socket.create_server(("127.0.0.1", port))
+    received = bytearray()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while chunk := conn.recv(65536):
+                received.extend(chunk)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    again = SyslogAuditSink("127.0.0.1", port, protocol="tcp", spool_dir=str(tmp_path / "spool"))
+    assert again.flush(timeout=10)
+    assert again.close()
+    t.join(10)
+    server.close()
+    assert received.count(b'"event":"tool_call"') == 2
+    assert received.index(b'"n":1') < received.index(b'"n":2')
 
 
 def test_multi_sink_fans_out(tmp_path: Path) -> None:
@@ -328,13 +364,14 @@ def test_multi_sink_fans_out(tmp_path: Path) -> None:
         multi.emit({"i": i})
     assert multi.flush(timeout=5)
     assert multi.close()
-    assert read_lines(tmp_path / "a.jsonl") == read_lines(tmp_path / "b.jsonl")
+    a, b = read_lines(tmp_path / "a.jsonl"), read_lines(tmp_path / "b.jsonl")
+    assert unchained(a) == unchained(b)
     assert len(read_lines(tmp_path / "b.jsonl")) == 10
     assert multi.dropped == 0
 
 
 def test_invalid_configuration_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="protocol"):
-        SyslogAuditSink("127.0.0.1", 514, protocol="tls")  # type: ignore[arg-type]
+        SyslogAuditSink("127.0.0.1", 514, protocol="quic")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         JsonlFileAuditSink(tmp_path / "x", max_bytes=-1, backup_count=1)

@@ -80,6 +80,10 @@ class Runtime:
         self.metrics.watch_in_flight(self.inflight.counts)
 
     async def start(self) -> None:
+        if self.audit is not None:  # a receiver that can never work stops the start
+            from wellhead.observe.audit.setup import check_receivers
+
+            await check_receivers(self.audit)
         for dialect in {source.dialect for source in self.sources.values()}:
             # The first parse in a dialect pays one-time initialisation: not on the loop.
             await asyncio.to_thread(check_read_only, "SELECT 1", dialect)
@@ -189,7 +193,7 @@ def build_runtime(settings: Settings) -> Runtime:
         runtime.exports = export_store(settings.exports)
         runtime.export_key = link_key(settings.exports, secret)
     runtime.observers.append(_metrics_observer(runtime.metrics))
-    if settings.audit.path or settings.audit.syslog:
+    if settings.audit.path or settings.audit.syslog or settings.audit.otlp:
         runtime.audit = _audit_sink(settings, runtime.metrics)
         runtime.observers.append(_audit_observer(runtime.audit, settings))
     if settings.tracing.enabled:
@@ -381,34 +385,19 @@ def _metrics_observer(metrics: Metrics) -> CallObserver:
 
 
 def _audit_sink(settings: Settings, metrics: Metrics) -> Any:
-    from wellhead.observe.audit import JsonlFileAuditSink, MultiAuditSink, SyslogAuditSink
+    from wellhead.observe.audit.setup import SpoolCollector, build_audit_sink, remote_sinks
 
-    def dropped(*_: Any) -> None:
-        metrics.audit_dropped.inc()
+    def dropped(n: int = 1) -> None:
+        metrics.audit_dropped.inc(n)
 
-    sinks: list[Any] = []
-    audit = settings.audit
-    if audit.path:
-        sinks.append(
-            JsonlFileAuditSink(
-                audit.path,
-                audit.max_bytes,
-                audit.backup_count,
-                on_drop=dropped,
-                max_argument_bytes=settings.limits.max_logged_argument_bytes,
-            )
-        )
-    if audit.syslog:
-        sinks.append(
-            SyslogAuditSink(
-                audit.syslog.host,
-                audit.syslog.port,
-                audit.syslog.protocol,
-                on_drop=dropped,
-                max_argument_bytes=settings.limits.max_logged_argument_bytes,
-            )
-        )
-    return sinks[0] if len(sinks) == 1 else MultiAuditSink(sinks)
+    sink = build_audit_sink(
+        settings.audit,
+        on_drop=dropped,
+        max_argument_bytes=settings.limits.max_logged_argument_bytes,
+    )
+    if remote_sinks(sink):
+        metrics.registry.register(SpoolCollector(remote_sinks(sink)))
+    return sink
 
 
 def _audit_observer(sink: Any, settings: Settings) -> CallObserver:
@@ -436,10 +425,16 @@ def _add_http_routes(mcp: FastMCP, runtime: Runtime) -> None:
             return JSONResponse({"status": "starting"}, status_code=503)
         sources = await runtime.readiness()
         ready = all(value == "ok" for value in sources.values())
-        return JSONResponse(
-            {"status": "ok" if ready else "unavailable", "sources": sources},
-            status_code=200 if ready else 503,
-        )
+        body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "sources": sources}
+        if runtime.audit is not None:
+            from wellhead.observe.audit.setup import receiver_health
+
+            receivers = receiver_health(runtime.audit)  # events spool meanwhile
+            if receivers:
+                body["audit"] = receivers
+                ready = ready and all(value == "ok" for value in receivers.values())
+                body["status"] = "ok" if ready else "unavailable"
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     if runtime.settings.metrics.enabled:
 

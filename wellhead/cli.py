@@ -50,6 +50,14 @@ def parser() -> argparse.ArgumentParser:
     tools = commands.add_parser("tools", help="print the tool list and its size in tokens")
     tools.add_argument("--config")
     tools.add_argument("--plugin", action="append", default=[])
+
+    audit = commands.add_parser("audit", help="audit trail tools")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="check an audit file's hash chain, with its rotated files"
+    )
+    verify.add_argument("file", nargs="?", help="the audit file (default: audit.path)")
+    verify.add_argument("--config", help="config giving audit.path and audit.chain.secret")
     return root
 
 
@@ -84,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return check(args)
+        if args.command == "audit":
+            from wellhead.observe.audit.command import run
+
+            return run(args)
         settings = settings_from(args)
         configure_logging(
             settings.logging.level, third_party_debug=settings.logging.third_party_debug

@@ -200,7 +200,78 @@ class LoggingConfig(_Strict):
 class SyslogConfig(_Strict):
     host: str
     port: int = Field(514, ge=1, le=65535)
-    protocol: Literal["udp", "tcp"] = "udp"
+    protocol: Literal["udp", "tcp", "tls"] = Field(
+        "udp",
+        description="udp (one datagram per event, 64 KiB max, no delivery check), tcp (RFC "
+        "6587 octet counting) or tls (RFC 5425, usually port 6514). tcp and tls spool while "
+        "the collector is away.",
+    )
+    ca_file: str | None = Field(
+        None,
+        description="tls: PEM CA bundle the collector's certificate must chain to "
+        "(default: the system CAs).",
+    )
+    cert_file: str | None = Field(
+        None, description="tls: PEM client certificate, for collectors that require one."
+    )
+    key_file: str | None = Field(
+        None, description="tls: PEM private key of cert_file (if not inside cert_file)."
+    )
+    server_name: str | None = Field(
+        None, description="tls: name the collector's certificate must carry (default: host)."
+    )
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> SyslogConfig:
+        tls_keys = [
+            k for k in ("ca_file", "cert_file", "key_file", "server_name") if getattr(self, k)
+        ]
+        if tls_keys and self.protocol != "tls":
+            raise ValueError(f"{', '.join(tls_keys)} need protocol: tls")
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file")
+        return self
+
+
+class OtlpAuditConfig(_Strict):
+    endpoint: str = Field(
+        description="OTLP/HTTP logs URL, e.g. http://collector:4318/v1/logs (a bare host:port "
+        "gets /v1/logs). https verifies the collector's certificate.",
+        pattern=r"^https?://",
+    )
+    timeout_s: float = Field(10, gt=0, description="How long one export request may take.")
+    ca_file: str | None = Field(
+        None, description="https: PEM CA bundle for the collector (default: the system CAs)."
+    )
+    cert_file: str | None = Field(None, description="https: PEM client certificate (mTLS).")
+    key_file: str | None = Field(None, description="https: PEM private key of cert_file.")
+
+
+class SpoolConfig(_Strict):
+    directory: str | None = Field(
+        None,
+        description="Where events wait while a tcp/tls syslog or OTLP receiver is away, one "
+        "subdirectory per receiver; one process per directory (default: "
+        "$WELLHEAD_CACHE_DIR or the user cache dir, then audit-spool).",
+    )
+    max_bytes: int = Field(
+        256_000_000,
+        ge=1_000_000,
+        description="Most the spool of one receiver holds; events beyond are dropped, "
+        "counted and logged.",
+    )
+
+
+class ChainConfig(_Strict):
+    enabled: bool = Field(
+        True, description="Hash-chain the JSONL file's lines (checked by wellhead audit verify)."
+    )
+    secret: str | None = Field(
+        None,
+        min_length=16,
+        description="HMAC key for the chain: without it anyone who can edit the file can "
+        "also recompute the hashes. Keep a copy off the host to verify.",
+    )
 
 
 class AuditConfig(_Strict):
@@ -208,6 +279,13 @@ class AuditConfig(_Strict):
     max_bytes: int = Field(50_000_000, ge=1_000)
     backup_count: int = Field(10, ge=1)
     syslog: SyslogConfig | None = None
+    otlp: OtlpAuditConfig | None = Field(
+        None, description="Also (or instead) export events as OpenTelemetry logs over OTLP/HTTP."
+    )
+    spool: SpoolConfig = Field(
+        SpoolConfig(), description="On-disk buffer of the remote receivers (syslog tcp/tls, otlp)."
+    )
+    chain: ChainConfig = Field(ChainConfig(), description="Tamper evidence of the JSONL file.")
 
 
 class MetricsConfig(_Strict):

@@ -33,6 +33,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from wellhead.errors import QueryCancelled, QueryTimeout, WellheadError
 from wellhead.guards.catalog import ToolCatalog
+from wellhead.guards.connection import NO_CONNECTION, connection_facts
 from wellhead.observe.bounds import (
     MAX_LOGGED_ARGUMENT_BYTES,
     bound_arguments,
@@ -75,6 +76,9 @@ class CallRecord:
     transport: str | None
     arguments: dict[str, Any]
     request_bytes: int
+    connection_id: str | None = None
+    client_name: str | None = None
+    client_version: str | None = None
     started: float = field(default_factory=time.perf_counter)
     execution_time_ms: float = 0.0
     response_bytes: int = 0
@@ -198,7 +202,10 @@ def call_event(record: CallRecord) -> dict[str, Any]:
         "invocation_id": record.invocation_id,
         "request_id": record.request_id,
         "session_id": record.session_id,
+        "connection_id": record.connection_id,
         "client_id": record.client_id,
+        "client_name": record.client_name,
+        "client_version": record.client_version,
         "transport": record.transport,
         "execution_time_ms": record.execution_time_ms,
         "request_bytes": record.request_bytes,
@@ -216,26 +223,33 @@ def _new_record(context: MiddlewareContext[CallToolRequestParams]) -> CallRecord
     message = context.message
     arguments = dict(message.arguments or {})
     ctx = context.fastmcp_context
-    request_id = session_id = transport = None
+    request_id = transport = None
+    principal = _principal(ctx)
+    facts = NO_CONNECTION
     if ctx is not None:
-        request_id, session_id, transport = _context_ids(ctx)
+        request_id, transport = _context_ids(ctx)
+        facts = connection_facts(ctx, transport, principal)
     name = message.name
     return CallRecord(
         tool_name=name,
         requested_name=cut_text(name, MAX_LOGGED_TOOL_NAME) if len(name) > 32 else name,
         invocation_id=os.urandom(16).hex(),  # as random as uuid4, a fifth of the cost
         request_id=request_id,
-        session_id=session_id,
-        client_id=_principal(ctx),
+        session_id=facts.session_id,
+        client_id=principal,
         transport=transport,
         arguments=arguments,
         request_bytes=encoding.encoded_size(arguments),
+        connection_id=facts.connection_id,
+        client_name=facts.client_name,
+        client_version=facts.client_version,
     )
 
 
-def _context_ids(ctx: Any) -> tuple[str | None, str | None, str | None]:
-    """(request_id, session_id, transport); each is optional, by transport."""
-    request_id = session_id = transport = None
+def _context_ids(ctx: Any) -> tuple[str | None, str | None]:
+    """(request_id, transport); each is optional, by transport. The session id, when the
+    protocol has one, comes with the connection's facts (`guards.connection`)."""
+    request_id = transport = None
     try:
         request = ctx.request_context
         if request is not None:
@@ -243,15 +257,10 @@ def _context_ids(ctx: Any) -> tuple[str | None, str | None, str | None]:
     except Exception:  # noqa: BLE001 - context fields are optional by transport
         pass
     try:
-        session = ctx.session_id  # FastMCP's own: session state keys on it
-        session_id = str(session) if session is not None else None
-    except Exception:  # noqa: BLE001 - no session (a background task, say)
-        pass
-    try:
         transport = ctx.transport
     except Exception:  # noqa: BLE001
         pass
-    return request_id, session_id, str(transport) if transport is not None else None
+    return request_id, str(transport) if transport is not None else None
 
 
 def _principal(ctx: Any) -> str | None:

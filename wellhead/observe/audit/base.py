@@ -1,4 +1,4 @@
-"""Audit sinks for a SIEM: one JSON event per tool call, none lost.
+"""The audit sink's core: a bounded queue and one writer thread, so no call waits on I/O.
 
 Callers hand events to a bounded queue; one writer thread does all I/O, so the event loop
 never waits on a disk or a socket. When the queue is full the caller is slowed down
@@ -7,8 +7,9 @@ longer than `block_timeout` is an event dropped, and every drop is counted and r
 through `on_drop` (wire it to `Metrics.audit_dropped.inc`). `close()` drains the queue:
 call it at graceful shutdown (an atexit hook does it too, as a last resort).
 
-Sinks: `JsonlFileAuditSink` (size-rotated JSON lines), `SyslogAuditSink` (RFC 5424 over
-UDP, or TCP with RFC 6587 octet counting), `MultiAuditSink` (fan out to several).
+Remote sinks (`forward.ForwardingSink`) write to an on-disk spool here, which is fast and
+local, and a second thread sends from the spool: a slow or absent receiver never fills the
+queue, so it never slows a call down.
 """
 
 from __future__ import annotations
@@ -16,23 +17,34 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
+from wellhead.errors import ConfigError
 from wellhead.observe.bounds import MAX_LOGGED_ARGUMENT_BYTES, bound_arguments
 from wellhead.observe.redact import redact_mapping
 
 logger = logging.getLogger("wellhead.audit")
+
+
+class AuditReceiverError(ConfigError):
+    """A remote audit receiver cannot be used: misconfigured (refuse to start) or unreachable.
+
+    Unreachable is not fatal at start-up (events spool until it answers; /readyz says so);
+    a certificate, name or endpoint that can never work is.
+    """
+
+    def __init__(self, message: str, *, unreachable: bool) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
 
 DropCallback = Callable[[int], None]
 
@@ -184,6 +196,13 @@ class AuditSink:
     async def aclose(self, timeout: float | None = 30.0) -> bool:
         return await anyio.to_thread.run_sync(self.close, timeout)
 
+    def probe(self, timeout: float = 5.0) -> None:
+        """Check the destination once (start-up); raise `AuditReceiverError` if it is unusable."""
+
+    def health(self) -> str:
+        """`ok`, or what is wrong with the destination right now (for /readyz)."""
+        return "ok"
+
     # -- subclass hooks (encode runs in the caller's thread, the rest in the writer) --------
 
     def _encode(self, line: str, event: Mapping[str, Any]) -> bytes:
@@ -296,222 +315,3 @@ class AuditSink:
             fn()
         except Exception:
             logger.exception("audit sink I/O error")
-
-
-class JsonlFileAuditSink(AuditSink):
-    """One JSON object per line, rotated by size: `path`, then `path.1` (newest) … `path.N`.
-
-    A line is never split across files; a line longer than max_bytes gets a file of its own.
-    If a write fails midway the batch is retried whole, so a disk error may duplicate lines
-    (at-least-once) but never lose or split them.
-    `max_bytes=0` or `backup_count=0` disables rotation. Beyond `backup_count` the oldest
-    file is deleted: that is the retention the operator chose. One process per file.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], max_bytes: int, backup_count: int, **kw: Any):
-        if max_bytes < 0 or backup_count < 0:
-            raise ValueError("max_bytes and backup_count must not be negative")
-        self.path = Path(path)
-        self.max_bytes = max_bytes
-        self.backup_count = backup_count
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self._open()
-        super().__init__(**kw)
-
-    def _open(self) -> Any:
-        # 0o640: audit trails carry who-did-what; keep them away from other users.
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        f = os.fdopen(fd, "ab")
-        self._size = f.seek(0, os.SEEK_END)
-        return f
-
-    def _rotate(self) -> None:
-        self._file.close()
-        for i in range(self.backup_count - 1, 0, -1):
-            src = self.path.with_name(f"{self.path.name}.{i}")
-            if src.exists():
-                os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self._file = self._open()
-
-    def _encode(self, line: str, event: Mapping[str, Any]) -> bytes:
-        return line.encode("utf-8") + b"\n"
-
-    def _write_batch(self, batch: Sequence[bytes]) -> int:
-        rotating = self.max_bytes > 0 and self.backup_count > 0
-        chunk: list[bytes] = []
-        size = self._size
-        for line in batch:
-            if rotating and size > 0 and size + len(line) > self.max_bytes:
-                self._file.write(b"".join(chunk))
-                self._size = size
-                chunk = []
-                self._rotate()
-                size = self._size
-            chunk.append(line)
-            size += len(line)
-        self._file.write(b"".join(chunk))
-        self._size = size
-        return len(batch)
-
-    def _reset_io(self) -> None:
-        try:
-            self._file.close()
-        finally:
-            self._file = self._open()
-
-    def _flush_io(self) -> None:
-        self._file.flush()
-
-    def _close_io(self) -> None:
-        self._file.close()
-
-
-# RFC 5424 §6.2.1 severities; facility 13 is "log audit".
-SEVERITY = {"debug": 7, "info": 6, "notice": 5, "warning": 4, "error": 3, "critical": 2}
-_OUTCOME_SEVERITY = {
-    "ok": 6,
-    "tool_error": 5,
-    "cancelled": 5,
-    "timeout": 4,
-    "invalid_output": 3,
-    "internal_error": 3,
-}
-_MAX_UDP_PAYLOAD = 65_507
-
-
-def _header_field(value: str, max_len: int) -> str:
-    """RFC 5424 header fields are 1..N printable US-ASCII characters (33..126), or '-'."""
-    cleaned = "".join(c for c in value if 33 <= ord(c) <= 126)[:max_len]
-    return cleaned or "-"
-
-
-class SyslogAuditSink(AuditSink):
-    """RFC 5424 messages whose MSG is the JSON event (ASCII-only, so no BOM is needed).
-
-    UDP: one datagram per event (events over 64 KiB cannot be sent and are counted as
-    dropped). TCP: RFC 6587 octet-counting frames over one connection, reconnected on
-    failure; a batch that failed mid-send is resent whole (at-least-once).
-    """
-
-    ensure_ascii = True
-
-    def __init__(
-        self,
-        host: str,
-        port: int = 514,
-        protocol: Literal["udp", "tcp"] = "udp",
-        app_name: str = "wellhead",
-        *,
-        facility: int = 13,
-        hostname: str | None = None,
-        connect_timeout: float = 5.0,
-        **kw: Any,
-    ) -> None:
-        if protocol not in ("udp", "tcp"):
-            raise ValueError(f"syslog protocol must be 'udp' or 'tcp', not {protocol!r}")
-        if not 0 <= facility <= 23:
-            raise ValueError("syslog facility must be between 0 and 23")
-        self.host, self.port, self.protocol = host, port, protocol
-        self.facility = facility
-        self.app_name = _header_field(app_name, 48)
-        self.hostname = _header_field(hostname or socket.gethostname(), 255)
-        self.procid = str(os.getpid())
-        self.connect_timeout = connect_timeout
-        self._sock: socket.socket | None = None
-        self._addr: Any = None
-        super().__init__(**kw)
-
-    def _severity(self, event: Mapping[str, Any]) -> int:
-        level = event.get("level")
-        if isinstance(level, str) and level.lower() in SEVERITY:
-            return SEVERITY[level.lower()]
-        outcome = event.get("outcome")
-        return _OUTCOME_SEVERITY.get(outcome, 6) if isinstance(outcome, str) else 6
-
-    def _encode(self, line: str, event: Mapping[str, Any]) -> bytes:
-        pri = self.facility * 8 + self._severity(event)
-        msgid = _header_field(str(event.get("event") or "audit"), 32)
-        header = (
-            f"<{pri}>1 {utc_timestamp()} {self.hostname} {self.app_name} {self.procid} {msgid} -"
-        )
-        msg = f"{header} {line}".encode("ascii")
-        if self.protocol == "tcp":
-            return str(len(msg)).encode("ascii") + b" " + msg
-        return msg
-
-    def _connect(self) -> socket.socket:
-        if self._sock is not None:
-            return self._sock
-        if self.protocol == "tcp":
-            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        else:
-            family, kind, proto, _, addr = socket.getaddrinfo(
-                self.host, self.port, type=socket.SOCK_DGRAM
-            )[0]
-            sock = socket.socket(family, kind, proto)
-            self._addr = addr
-        self._sock = sock
-        return sock
-
-    def _write_batch(self, batch: Sequence[bytes]) -> int:
-        sock = self._connect()
-        if self.protocol == "tcp":
-            sock.sendall(b"".join(batch))
-            return len(batch)
-        too_big = 0
-        for datagram in batch:
-            if len(datagram) > _MAX_UDP_PAYLOAD:
-                too_big += 1
-                continue
-            sock.sendto(datagram, self._addr)
-        if too_big:
-            self._drop(too_big, "event larger than a UDP datagram; use TCP syslog")
-        return len(batch) - too_big
-
-    def _reset_io(self) -> None:
-        self._close_io()
-
-    def _close_io(self) -> None:
-        if self._sock is not None:
-            sock, self._sock = self._sock, None
-            sock.close()
-
-
-class MultiAuditSink:
-    """Fan one event out to several sinks (e.g. a local JSONL file and a SIEM over syslog)."""
-
-    def __init__(self, sinks: Sequence[AuditSink]) -> None:
-        self.sinks = list(sinks)
-
-    @property
-    def dropped(self) -> int:
-        return sum(s.dropped for s in self.sinks)
-
-    @staticmethod
-    def _stamped(event: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Stamp once so every destination records the same time."""
-        return event if "ts" in event else {"ts": utc_timestamp(), **event}
-
-    def emit(self, event: Mapping[str, Any]) -> None:
-        event = self._stamped(event)
-        for sink in self.sinks:
-            sink.emit(event)
-
-    async def aemit(self, event: Mapping[str, Any]) -> None:
-        event = self._stamped(event)
-        for sink in self.sinks:
-            await sink.aemit(event)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return all([s.flush(timeout) for s in self.sinks])
-
-    def close(self, timeout: float | None = 30.0) -> bool:
-        return all([s.close(timeout) for s in self.sinks])
-
-    async def aflush(self, timeout: float | None = None) -> bool:
-        return await anyio.to_thread.run_sync(self.flush, timeout)
-
-    async def aclose(self, timeout: float | None = 30.0) -> bool:
-        return await anyio.to_thread.run_sync(self.close, timeout)
