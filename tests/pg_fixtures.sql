@@ -153,3 +153,75 @@ GRANT CONNECT ON DATABASE :"db" TO wellhead_writer;
 GRANT USAGE ON SCHEMA public, sales TO wellhead_writer;
 GRANT SELECT ON ALL TABLES IN SCHEMA public, sales TO wellhead_writer;
 GRANT INSERT ON public.orders TO wellhead_writer;
+
+-- Column policies (tests/test_column_policies.py): a table of people with PII columns whose
+-- clear values must never come out through a policed source.
+SET ROLE wellhead_admin;
+CREATE TABLE public.pii_people (
+    id      integer PRIMARY KEY,
+    name    text NOT NULL,
+    city    text NOT NULL,
+    ssn     text NOT NULL,
+    email   text NOT NULL,
+    phone   text,
+    salary  integer NOT NULL
+);
+INSERT INTO public.pii_people VALUES
+    (1, 'Ada', 'Paris', '123-45-6789', 'ada@example.com', '+33 6 11 22 33 44', 51000),
+    (2, 'Bob', 'Lyon', '987-65-4321', 'bob@example.com', '+33 6 55 66 77 88', 62000),
+    (3, 'Cyd', 'Paris', '555-12-0000', 'cyd@example.com', NULL, 73000);
+CREATE TABLE public.pii_visits (person_id integer NOT NULL, day date NOT NULL);
+INSERT INTO public.pii_visits VALUES (1, '2024-01-01'), (1, '2024-01-02'), (2, '2024-01-03');
+RESET ROLE;
+GRANT SELECT ON public.pii_people, public.pii_visits TO wellhead_ro;
+
+-- Governance (tests/test_governance_roles.py): a login role that only holds membership in
+-- per-caller roles (NOINHERIT: none of their grants apply until SET ROLE), and a table with
+-- row-level security and a column grant that differ per role.
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wellhead_gov') THEN
+    CREATE ROLE wellhead_gov LOGIN NOINHERIT;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wh_tenant_a') THEN
+    CREATE ROLE wh_tenant_a NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wh_tenant_b') THEN
+    CREATE ROLE wh_tenant_b NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wh_gov_writer') THEN
+    CREATE ROLE wh_gov_writer NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wh_gov_column_writer') THEN
+    CREATE ROLE wh_gov_column_writer NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wh_gov_stranger') THEN
+    CREATE ROLE wh_gov_stranger NOLOGIN;
+  END IF;
+END $$;
+ALTER ROLE wellhead_gov PASSWORD :'ro_pw';
+ALTER ROLE wellhead_gov IN DATABASE :"db" SET default_transaction_read_only = on;
+SET ROLE wellhead_admin;
+CREATE SCHEMA gov;
+CREATE TABLE gov.tickets (
+    id      integer PRIMARY KEY,
+    tenant  text NOT NULL,
+    title   text NOT NULL,
+    internal_note text
+);
+INSERT INTO gov.tickets VALUES
+  (1, 'a', 'printer jam', 'vip'), (2, 'a', 'vpn down', NULL),
+  (3, 'b', 'invoice wrong', 'refund'), (4, 'c', 'nobody sees this', NULL);
+ALTER TABLE gov.tickets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_a_rows ON gov.tickets FOR SELECT TO wh_tenant_a USING (tenant = 'a');
+CREATE POLICY tenant_b_rows ON gov.tickets FOR SELECT TO wh_tenant_b USING (tenant = 'b');
+RESET ROLE;
+GRANT CONNECT ON DATABASE :"db" TO wellhead_gov;
+GRANT USAGE ON SCHEMA gov TO wellhead_gov, wh_tenant_a, wh_tenant_b, wh_gov_writer;
+GRANT SELECT ON gov.tickets TO wh_tenant_a;
+GRANT SELECT (id, tenant, title) ON gov.tickets TO wh_tenant_b;
+GRANT SELECT, INSERT ON gov.tickets TO wh_gov_writer;
+GRANT USAGE ON SCHEMA gov TO wh_gov_column_writer;
+GRANT SELECT (id), UPDATE (title) ON gov.tickets TO wh_gov_column_writer;  -- a write by column
+GRANT USAGE ON SCHEMA public TO wh_tenant_a, wh_tenant_b;
+GRANT SELECT ON public.orders TO wh_tenant_a, wh_tenant_b;
+GRANT wh_tenant_a, wh_tenant_b, wh_gov_writer, wh_gov_column_writer TO wellhead_gov;

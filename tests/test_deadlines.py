@@ -9,14 +9,22 @@ from fastmcp import Client
 from tests.conftest import settings_for
 from tests.helpers import error_of
 from wellhead.app import build_server
+from wellhead.sql.cost import CostGuardConfig
 
 pytestmark = pytest.mark.anyio
 
 SLOW_SQL = "SELECT sum(hash(i)) FROM range(50000000000) t(i)"
 
 
+def unguarded(path, **limits):  # type: ignore[no-untyped-def]
+    """SLOW_SQL is hopeless on purpose; the cost guard (on by default) would refuse it before
+    it runs (tests/test_cost_guard.py), so these deadline tests switch it off."""
+    settings = settings_for(path, **limits)
+    return settings.model_copy(update={"cost_guard": CostGuardConfig(free_sql=False)})
+
+
 async def test_timeout_interrupts_and_the_source_stays_usable(demo_db):
-    server = build_server(settings_for(demo_db, query_timeout_s=1.0))
+    server = build_server(unguarded(demo_db, query_timeout_s=1.0))
     async with Client(server) as client:
         with anyio.fail_after(20):  # a guard against a hang, not a performance assertion
             slow = await client.call_tool("query", {"sql": SLOW_SQL}, raise_on_error=False)
@@ -28,7 +36,7 @@ async def test_timeout_interrupts_and_the_source_stays_usable(demo_db):
 
 
 async def test_second_client_is_answered_while_a_long_query_runs(demo_db):
-    server = build_server(settings_for(demo_db, query_timeout_s=6.0))
+    server = build_server(unguarded(demo_db, query_timeout_s=6.0))
     finished: list[str] = []
 
     async def slow_call() -> None:
@@ -47,7 +55,7 @@ async def test_second_client_is_answered_while_a_long_query_runs(demo_db):
 
 
 async def test_progress_notifications_while_a_query_runs(demo_db):
-    server = build_server(settings_for(demo_db, query_timeout_s=2.5))
+    server = build_server(unguarded(demo_db, query_timeout_s=2.5))
     seen: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -63,7 +71,7 @@ async def test_progress_notifications_while_a_query_runs(demo_db):
 async def test_client_cancellation_interrupts_the_engine(demo_db):
     from wellhead.app import build_runtime
 
-    settings = settings_for(demo_db, query_timeout_s=30.0)
+    settings = unguarded(demo_db, query_timeout_s=30.0)
     runtime = build_runtime(settings)
     outcomes: list[str] = []
     runtime.observers.append(lambda record: outcomes.append(record.outcome))

@@ -3,8 +3,8 @@
 Nothing here holds module-level state: two `build_server` calls give two independent
 servers (own sources, metrics registry, stores), which is what tests and embedding need.
 
-Guards, outermost first: CallGuard (errors, log line, metrics, audit) → DeadlineGuard →
-BudgetGuard → OutputGuard (validation) → the tool.
+Guards, outermost first: CallGuard (errors, log line, metrics, audit) → QuotaGuard (when
+quotas are on) → DeadlineGuard → BudgetGuard → OutputGuard (validation) → the tool.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from wellhead.config import DuckDBSourceConfig, Settings, StaticTokenAuthConfig
 from wellhead.errors import ConfigError, WellheadError
+from wellhead.governance.request import PrincipalGuard
 from wellhead.guards.budget import BudgetGuard, OverflowStore
 from wellhead.guards.calls import CallGuard, CallObserver, CallRecord, call_event
 from wellhead.guards.catalog import ToolCatalog
@@ -37,9 +38,14 @@ from wellhead.observe.redact import hash_value, redact_mapping
 from wellhead.observe.watchdog import InFlight, LoopWatchdog
 from wellhead.sources import build_source
 from wellhead.sources.base import Source
+from wellhead.spill.store import SnapshotStore
+from wellhead.sql.cost import CostGuard
 from wellhead.sql.executor import QueryExecutor
 from wellhead.sql.paging import CursorCodec
+from wellhead.sql.policies import ColumnPolicies
 from wellhead.sql.safety import check_read_only
+from wellhead.sql.snapshots import Snapshots
+from wellhead.sql.snapshots import default_dir as default_snapshot_dir
 from wellhead.tools.core import register_core_tools
 from wellhead.tools.plugins import entry_point_plugins, load_plugin
 from wellhead.tools.read_more import register_read_more
@@ -75,6 +81,7 @@ class Runtime:
     _watchdog: LoopWatchdog | None = None
     _tracer: Any = None
     _metrics_server: Any = None
+    _closers: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.metrics.watch_in_flight(self.inflight.counts)
@@ -125,6 +132,11 @@ class Runtime:
             self._metrics_server.close()
         if self.exports is not None:
             await asyncio.to_thread(self.exports.close)
+        for closer in self._closers:
+            try:
+                await closer()
+            except Exception:  # noqa: BLE001 - closing must go on for the others
+                log.exception("closing %r failed", closer)
         self.started = False
 
     async def readiness(self) -> dict[str, str]:
@@ -175,6 +187,33 @@ def state_store(settings: Settings) -> AsyncKeyValue:
     return MemoryStore()
 
 
+def snapshots(settings: Settings) -> Snapshots | None:
+    """The spill store walks page from (`snapshots:`), or None when turned off."""
+    config = settings.snapshots
+    if not config.enabled:
+        return None
+    if settings.state.backend == "redis" and config.dir is None:
+        # Replicas: a walk continued on another replica must find its snapshot there.
+        log.warning(
+            "snapshots are off: state.backend is redis (replicas) but snapshots.dir is not "
+            "set; set it to a volume every replica mounts to page walks from snapshots"
+        )
+        return None
+    store = SnapshotStore(
+        config.dir or default_snapshot_dir(),
+        ttl_s=config.ttl_s,
+        max_bytes=config.max_bytes,
+        max_bytes_per_caller=config.max_bytes_per_caller,
+        max_rows=config.max_rows,
+        max_result_bytes=config.max_result_bytes,
+    )
+    return Snapshots(
+        store,
+        spill_timeout_s=config.spill_timeout_s,
+        max_row_bytes=settings.limits.max_result_budget_bytes,
+    )
+
+
 def build_runtime(settings: Settings) -> Runtime:
     if not settings.sources:
         raise ConfigError("no sources configured; add at least one under `sources:`")
@@ -182,8 +221,18 @@ def build_runtime(settings: Settings) -> Runtime:
         name: build_source(name, config, query_timeout_s=settings.limits.query_timeout_s)
         for name, config in settings.sources.items()
     }
+    policies = ColumnPolicies.from_config(
+        settings.column_policies, {name: source.dialect for name, source in sources.items()}
+    )
     secret = cursor_secret(settings)
-    executor = QueryExecutor(sources, settings.limits, CursorCodec(secret))
+    executor = QueryExecutor(
+        sources,
+        settings.limits,
+        CursorCodec(secret),
+        policies=policies,
+        snapshots=snapshots(settings),
+        cost_guard=CostGuard(settings.cost_guard),
+    )
     runtime = Runtime(
         settings=settings, sources=sources, executor=executor, store=state_store(settings)
     )
@@ -215,6 +264,10 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
     async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         await runtime.start()
         header_schemas.update(await tools_with_param_headers(server))
+        if settings.quotas.enabled and settings.quotas.per_tool:
+            from wellhead.guards.quotas import warn_unknown_tools
+
+            warn_unknown_tools(settings.quotas, await super(FastMCP, server).list_tools())
         try:
             yield {"runtime": runtime}
         finally:
@@ -237,6 +290,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
             catalog=catalog,
             max_logged_argument_bytes=limits.max_logged_argument_bytes,
         ),
+        *_quota_guards(settings, runtime, catalog),
         DeadlineGuard(
             limits.tool_timeout_s,
             deadlines,
@@ -252,6 +306,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
         ),
         OutputGuard(catalog),
         DereferenceOnce(),
+        PrincipalGuard(),
     ]
     chain = GuardChain(guards)
     mcp: FastMCP = FastMCP(
@@ -284,6 +339,25 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
     return mcp
 
 
+def _quota_guards(settings: Settings, runtime: Runtime, catalog: ToolCatalog) -> list[Any]:
+    """The quota guard when quotas are on (none at all when off: then they cost nothing)."""
+    from wellhead.guards.quotas import build_quota_guard
+
+    state = settings.state
+    guard = build_quota_guard(
+        settings.quotas,
+        state.redis_url if state.backend == "redis" else None,
+        runtime.metrics.registry,
+        runtime.metrics.tool_label,
+        catalog,
+        workers=settings.server.workers,
+    )
+    if guard is None:
+        return []
+    runtime._closers.append(guard.backend.aclose)
+    return [guard]
+
+
 async def tools_with_param_headers(mcp: FastMCP) -> dict[str, dict[str, Any]]:
     """Input schemas of the tools that declare `x-mcp-header` parameters (usually none).
 
@@ -309,7 +383,7 @@ def auth_provider(settings: Settings) -> Any:
 
         return StaticTokenVerifier(
             tokens={
-                token: {"client_id": t.client_id, "scopes": t.scopes}
+                token: {**t.claims, "client_id": t.client_id, "scopes": t.scopes}
                 for token, t in auth.tokens.items()
             },
             required_scopes=auth.required_scopes or None,

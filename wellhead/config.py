@@ -22,9 +22,12 @@ from pydantic import (
 )
 
 from wellhead.errors import ConfigError
+from wellhead.governance.roles import RolesConfig
+from wellhead.sql.cost import CostGuardConfig
+from wellhead.sql.policy_config import ColumnPolicyConfig
 from wellhead.tools.sql_tool_config import SqlToolConfig, ToolsetsConfig
 
-_SOURCE_KINDS = ("duckdb", "sqlite", "postgres")
+_SOURCE_KINDS = ("duckdb", "sqlite", "postgres", "mysql")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -98,10 +101,37 @@ class PostgresSourceConfig(_Strict):
     max_cell_bytes: int | None = Field(
         16 * 1024 * 1024, ge=1024, description="A larger single value is refused; null: no limit."
     )
+    roles: RolesConfig | None = Field(
+        None, description="Run each caller as a PostgreSQL role (SET LOCAL ROLE); see governance."
+    )
+
+
+class MySQLSourceConfig(_Strict):
+    kind: Literal["mysql"]
+    dsn: str = Field(
+        description="mysql://user:${PASSWORD}@host:3306/database URL; options ssl, ssl_ca, "
+        "connect_timeout."
+    )
+    dialect: Literal["mariadb", "mysql"] = Field(
+        "mariadb", description="The server: mariadb (10.6+) or mysql (8.0+); checked at start."
+    )
+    schemas: list[str] | None = Field(
+        None, description="Databases to expose; null: the DSN's database."
+    )
+    pool: PoolConfig = PoolConfig()
+    allow_privileged_role: bool = Field(
+        False,
+        description="Start even when SHOW GRANTS shows more than SELECT / SHOW VIEW "
+        "(refused by default).",
+    )
+    max_cell_bytes: int | None = Field(
+        16 * 1024 * 1024, ge=1024, description="A larger single value is refused; null: no limit."
+    )
 
 
 SourceConfig = Annotated[
-    DuckDBSourceConfig | SQLiteSourceConfig | PostgresSourceConfig, Field(discriminator="kind")
+    DuckDBSourceConfig | SQLiteSourceConfig | PostgresSourceConfig | MySQLSourceConfig,
+    Field(discriminator="kind"),
 ]
 
 
@@ -357,9 +387,118 @@ class TasksConfig(_Strict):
         return self
 
 
+class QuotaRule(_Strict):
+    """One tool's quota; a key left out inherits the `quotas` default, `null` lifts it."""
+
+    rate_per_s: float | None = Field(
+        None,
+        gt=0,
+        description="Calls per second a principal may make (the bucket's refill); left out: "
+        "quotas.rate_per_s; null: no rate limit.",
+    )
+    burst: int | None = Field(
+        None,
+        ge=1,
+        description="Calls allowed in a row after a quiet spell (the bucket's size); left out: "
+        "quotas.burst.",
+    )
+    max_concurrent: int | None = Field(
+        None,
+        ge=1,
+        description="Calls of the tool a principal may have running at once; left out: "
+        "quotas.max_concurrent; null: no cap.",
+    )
+
+
+class QuotasConfig(_Strict):
+    """Per principal and per tool: a token bucket and a cap on running calls.
+
+    Shared through Redis (atomic scripts) when `state.backend` is redis, so replicas
+    enforce one limit; in memory otherwise.
+    """
+
+    enabled: bool = Field(False, description="Apply quotas to every tool call.")
+    rate_per_s: float | None = Field(
+        10.0, gt=0, description="Calls per second per principal and tool; null: no rate limit."
+    )
+    burst: int | None = Field(
+        None, ge=1, description="Bucket size per principal and tool; null: ceil(rate_per_s)."
+    )
+    max_concurrent: int | None = Field(
+        4, ge=1, description="Running calls per principal and tool; null: no cap."
+    )
+    per_tool: dict[str, QuotaRule] = Field(
+        default_factory=dict, description="Overrides by tool name (keys left out inherit)."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for quotas; null: state.redis_url when state.backend is redis, "
+        "else quotas are kept in this process's memory.",
+    )
+    key_prefix: str = Field(
+        "wellhead:quota", min_length=1, description="Prefix of the Redis keys quotas use."
+    )
+    on_backend_error: Literal["local", "open", "closed"] = Field(
+        "local",
+        description="Redis unreachable: local (each replica enforces the limits alone), open "
+        "(admit every call) or closed (refuse every call, retry-after given).",
+    )
+    backend_timeout_s: float = Field(
+        0.25, gt=0, description="Longest wait for Redis on a call before on_backend_error applies."
+    )
+    lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="A running call's slot expires this long after its replica last renewed "
+        "it (renewed every lease_s/3): a crashed replica frees its slots within lease_s.",
+    )
+    busy_retry_after_s: float = Field(
+        1.0, gt=0, description="Retry hint given when max_concurrent is reached."
+    )
+    max_tracked_keys: int = Field(
+        100_000,
+        ge=100,
+        description="In memory (and in the local fallback): (principal, tool) pairs tracked; "
+        "past it the least recently seen idle ones are forgotten (their buckets refill).",
+    )
+
+
+class SnapshotsConfig(_Strict):
+    """Result snapshots: a walk's result spilled once, so deep pages cost what the first does."""
+
+    enabled: bool = Field(True, description="Spill a result that needs more than one page.")
+    dir: str | None = Field(
+        None, description="Spill directory (a shared volume for replicas); null: a private one."
+    )
+    ttl_s: float = Field(900, gt=0, description="How long a snapshot can be read.")
+    max_bytes: int = Field(4 << 30, ge=1 << 20, description="Disk all snapshots may take.")
+    max_bytes_per_caller: int = Field(
+        1 << 30, ge=1 << 20, description="Disk one caller's snapshots may take."
+    )
+    max_rows: int = Field(10_000_000, ge=1, description="Larger results page without one.")
+    max_result_bytes: int = Field(
+        2 << 30, ge=1 << 20, description="Encoded result size past which no snapshot is kept."
+    )
+    spill_timeout_s: float = Field(
+        20.0, gt=0, description="Time allowed to spill; slower results page without one."
+    )
+
+
 class StaticToken(_Strict):
     client_id: str
     scopes: list[str] = Field(default_factory=list)
+    claims: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra claims of this token (e.g. tenant_id, groups, sub), as a JWT has.",
+    )
+
+    @field_validator("claims")
+    @classmethod
+    def _own_claims(cls, value: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted({"client_id", "scopes", "expires_at"} & set(value))
+        if clash:
+            raise ValueError(f"claims must not set {', '.join(clash)} (they are token fields)")
+        return value
 
 
 class StaticTokenAuthConfig(_Strict):
@@ -452,6 +591,12 @@ class Settings(_Strict):
     tracing: TracingConfig = TracingConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     state: StateConfig = StateConfig()
+    quotas: QuotasConfig = Field(
+        QuotasConfig(), description="Rate limits and concurrency caps per principal and tool."
+    )
+    snapshots: SnapshotsConfig = Field(
+        SnapshotsConfig(), description="Result snapshots: walks page from a result spilled once."
+    )
     plugins: list[str] = Field(default_factory=list)
     plugin_entry_points: bool = Field(
         True, description="Also load plugins installed packages declare (group wellhead.plugins)."
@@ -466,6 +611,25 @@ class Settings(_Strict):
     tasks: TasksConfig = Field(
         TasksConfig(), description="MCP tasks: long queries and exports in the background."
     )
+    column_policies: dict[str, dict[str, dict[str, ColumnPolicyConfig]]] = Field(
+        default_factory=dict,
+        description="source -> table -> column -> deny | hash | redact | partial | null "
+        "(or {policy, keep, unless_scopes}); see docs/column-policies.md.",
+    )
+
+    cost_guard: CostGuardConfig = Field(
+        CostGuardConfig(), description="Refuse statements the engine estimates as too costly."
+    )
+
+    @model_validator(mode="after")
+    def _policies_name_sources(self) -> Settings:
+        unknown = sorted(set(self.column_policies) - set(self.sources))
+        if unknown:
+            known = ", ".join(sorted(self.sources)) or "none"
+            raise ValueError(
+                f"column_policies names unknown source(s) {', '.join(unknown)} (sources: {known})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_source_exists(self) -> Settings:
@@ -600,7 +764,7 @@ def secret_values(raw: Any) -> set[str]:
         elif isinstance(value, str):
             key = path[-1] if path else ""
             if key in ("secret", "token", "password") or path[:2] == _TOKEN_PATH:
-                if key not in ("client_id", "scopes"):
+                if key not in ("client_id", "scopes") and path[3:4] != ("claims",):
                     found.add(value)
             found.update(_passwords_in(value))
 
@@ -659,7 +823,7 @@ def format_validation_error(error: ValidationError, raw: Any = None) -> str:
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; unknown keys are refused)"
         elif item["type"] == "union_tag_invalid":
-            message = "unknown source kind; expected one of duckdb, sqlite, postgres"
+            message = "unknown source kind; expected one of duckdb, sqlite, postgres, mysql"
         lines.append(f"{location}: {message}")
     return "\n".join(lines)
 

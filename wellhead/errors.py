@@ -39,6 +39,19 @@ class CursorError(WellheadError):
     kind = "invalid_cursor"
 
 
+class AccessDenied(WellheadError):
+    """The caller may not do this: no database role is mapped to it, or a bound identity
+    value (a claim) is missing."""
+
+    kind = "access_denied"
+
+
+class CostExceeded(WellheadError):
+    """The engine's plan estimate for the statement is over the configured ceiling."""
+
+    kind = "cost_exceeded"
+
+
 class QueryTimeout(WellheadError):
     kind = "timeout"
 
@@ -65,3 +78,10 @@ class SourceUnavailable(WellheadError):
 
 class PoolExhausted(SourceUnavailable):
     kind = "pool_exhausted"
+
+
+class PolicyDenied(WellheadError):
+    """A column policy refuses the statement: it reads a denied column, or a route around
+    a masked one (statistics, EXPLAIN of a policed table)."""
+
+    kind = "policy_denied"

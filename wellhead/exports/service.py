@@ -39,6 +39,7 @@ class Exporter:
         source: str,
         fmt: str,
         owner: str | None,
+        scopes: frozenset[str] = frozenset(),
         on_progress: Progress | None = None,
     ) -> ExportInfo:
         if fmt not in FORMATS:
@@ -48,8 +49,21 @@ class Exporter:
         from wellhead.exports.writers import FileSink  # pyarrow: imported on first export
 
         engine = self.executor.source(source)
-        compiled = await self.executor.compile(engine, sql, params)
+        # The same checks as `query`: read-only, column policies (the caller's scopes may lift
+        # some), and the cost guard's refusal of statements the engine estimates too costly.
+        compiled = await self.executor.compile(engine, sql, params, scopes)
         values = compiled.values(params)
+        guard = self.executor.cost_guard
+        if guard is not None:
+            pageable = compiled.first is not None
+            await guard.check(
+                engine,
+                compiled.sql,
+                compiled.checked.tree,
+                values,
+                self.config.timeout_s,
+                pageable=pageable,
+            )
         export_id, part = await asyncio.to_thread(self.store.reserve)
         sink = await asyncio.to_thread(FileSink, part, fmt, self.config.max_export_bytes)
         started = time.monotonic()

@@ -95,11 +95,14 @@ class CallRecord:
 class ToolFailure(Exception):
     """Raised by inner guards to end a call with a specific outcome and public message."""
 
-    def __init__(self, outcome: str, kind: str, message: str) -> None:
+    def __init__(
+        self, outcome: str, kind: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.outcome = outcome
         self.kind = kind
         self.public_message = message
+        self.details = details  # extra fields of the error's JSON (retry_after_s): short, safe
 
 
 class CallGuard(Middleware):
@@ -166,7 +169,7 @@ class CallGuard(Middleware):
                 exc_info=exc.__cause__ or exc,
                 extra={"error_id": record.error_id, "tool_name": record.tool_name},
             )
-        text = error_text(kind, message, record.error_id)
+        text = error_text(kind, message, record.error_id, _failure_details(exc))
         return ToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
     async def _finish(self, record: CallRecord, result: ToolResult | None) -> None:
@@ -308,7 +311,9 @@ def _result_bytes(result: ToolResult) -> int:
     return sum(result_sizes(result))
 
 
-def error_text(kind: str, message: str, error_id: str | None) -> str:
+def error_text(
+    kind: str, message: str, error_id: str | None, details: dict[str, Any] | None = None
+) -> str:
     """The JSON text of an error result, at most `MAX_ERROR_BYTES` UTF-8 bytes.
 
     The message is cut in the middle when it must be (its start says what failed, its end
@@ -316,7 +321,7 @@ def error_text(kind: str, message: str, error_id: str | None) -> str:
     of SQL, a 4 KB tool name) end up cut, never sent back whole.
     """
     kind = cut_text(kind, 64)
-    payload = {"error": kind, "message": message, "error_id": error_id}
+    payload = {"error": kind, "message": message, "error_id": error_id, **(details or {})}
     text = encoding.dumps(payload)
     limit = MAX_ERROR_BYTES - (len(text.encode()) - len(encoding.dumps(message).encode()))
     room = limit - 2  # the message's quotes
@@ -378,6 +383,14 @@ def _argument_problems(exc: Exception) -> str:
 
 
 _MAX_ARGUMENT_PROBLEMS = 5
+
+
+def _failure_details(exc: Exception) -> dict[str, Any] | None:
+    """The extra error fields of a `ToolFailure`, raised as such or as a ToolError's cause."""
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, ToolFailure):
+            return candidate.details
+    return None
 
 
 def _classify(exc: Exception, mask: bool) -> tuple[str, str, str, bool]:

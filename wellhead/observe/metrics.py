@@ -26,7 +26,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-OUTCOMES = ("ok", "tool_error", "invalid_output", "timeout", "cancelled", "internal_error")
+OUTCOMES = (
+    "ok", "tool_error", "invalid_output", "timeout", "cancelled", "rate_limited", "internal_error",
+)  # fmt: skip
 
 DURATION_BUCKETS = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,

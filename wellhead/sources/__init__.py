@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from wellhead.config import (
     DuckDBSourceConfig,
+    MySQLSourceConfig,
     PostgresSourceConfig,
     SourceConfig,
     SQLiteSourceConfig,
@@ -25,4 +26,8 @@ def build_source(name: str, config: SourceConfig, *, query_timeout_s: float) -> 
         from wellhead.sources.postgres import PostgresSource
 
         return PostgresSource.from_config(name, config, query_timeout_s=query_timeout_s)
+    if isinstance(config, MySQLSourceConfig):
+        from wellhead.sources.mysql import MySQLSource
+
+        return MySQLSource.from_config(name, config, query_timeout_s=query_timeout_s)
     raise TypeError(f"unsupported source config {type(config).__name__}")

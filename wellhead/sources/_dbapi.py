@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wellhead.errors import BudgetExceeded
-from wellhead.sources.base import Interval
+from wellhead.sources.base import Column, Interval, ScanSink
 
 FETCH_CHUNK = 2048
 """The most rows one `fetchmany` asks for (narrow rows)."""
@@ -147,3 +147,32 @@ def _convert(row: Sequence[Any], converting: list[tuple[int, Converter]]) -> tup
         if values[index] is not None:
             values[index] = fn(values[index])
     return tuple(values)
+
+
+SCAN_FIRST_CHUNK = 256
+SCAN_MAX_CHUNK = 16_384
+
+
+def scan_chunks(
+    cursor: _Cursor,
+    sink: ScanSink,
+    columns: Callable[[Sequence[Sequence[Any]]], list[Column]],
+    converters: Sequence[Converter | None] | None = None,
+) -> None:
+    """Every row of an executed cursor to `sink`, in chunks of about CHUNK_BYTES encoded.
+
+    Cells are not measured one by one here (that would double the cost of a snapshot): the
+    sink sees each row's encoded size and bounds what it keeps.
+    """
+    converting = [(i, fn) for i, fn in enumerate(converters or ()) if fn is not None]
+    chunk = SCAN_FIRST_CHUNK
+    names: list[Column] | None = None
+    while True:
+        got = cursor.fetchmany(chunk)
+        if not got:
+            return
+        rows = got if not converting else [_convert(r, converting) for r in got]
+        if names is None:
+            names = columns(rows)
+        used = sink(names, rows)
+        chunk = max(1, min(SCAN_MAX_CHUNK, CHUNK_BYTES * 4 // max(used // len(rows), 1)))

@@ -14,6 +14,7 @@ that decide the per-call price and the memory bound, and they lean on asyncpg 0.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Sequence
@@ -23,7 +24,8 @@ import asyncpg
 from asyncpg.prepared_stmt import PreparedStatement
 
 from wellhead.errors import ConfigError, InvalidRequest
-from wellhead.sources.base import Interval, Value
+from wellhead.sources._dbapi import CHUNK_BYTES, SCAN_FIRST_CHUNK, SCAN_MAX_CHUNK
+from wellhead.sources.base import Column, Interval, ScanSink, Value
 
 RESET_SQL = (
     "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; UNLISTEN *; "
@@ -207,6 +209,20 @@ class RowReader:
                 return rows, False
             if self._over_budget() and rows:
                 return rows, True
+
+    async def scan(self, sink: ScanSink, columns: list[Column]) -> None:
+        """Every row to `sink` (in a worker thread: it encodes and writes), chunk by chunk."""
+        it = self._stmt.cursor(*self._args, prefetch=1).__aiter__()
+        n, first = SCAN_FIRST_CHUNK, True
+        while True:
+            chunk = await (it._bind_exec(n, None) if first else it._exec(n, None))
+            first = False
+            if chunk:
+                self._account(chunk, 0)  # the max_cell_bytes check, on the wide columns only
+                used = await asyncio.to_thread(sink, columns, chunk)
+            if it._exhausted or len(chunk) < n:
+                return
+            n = max(1, min(SCAN_MAX_CHUNK, CHUNK_BYTES * 4 // max(used // len(chunk), 1)))
 
     def _chunk(self, need: int, have: int, first: bool) -> int:
         if self._max_bytes is None and not self._measured:

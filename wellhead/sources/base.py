@@ -9,7 +9,7 @@ for, and really cancels the engine when the deadline passes or the caller is can
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -172,3 +172,34 @@ class Source(abc.ABC):
         deadline (`QueryTimeout`, the engine interrupted) and cancellation as `fetch` apply.
         """
         raise InvalidRequest(f"source {self.name!r} cannot stream whole results (exports)")
+
+    async def scan(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        timeout: float,
+        sink: ScanSink,
+    ) -> None:
+        """Run one safe statement and hand every row to `sink`, a chunk at a time.
+
+        For result snapshots (`wellhead.spill`): one execution, so the rows are one
+        consistent result. `sink(columns, rows)` runs in a worker thread and returns the
+        bytes it made of the chunk, which sizes the next one; it may raise to stop the scan.
+        Deadlines and cancellation are those of `fetch`. Sources that cannot stream say so
+        with NotImplementedError, and their walks page without a snapshot.
+        """
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class EncodedRows:
+    """A chunk of rows the engine wrote as JSON text itself: exactly what
+    `wellhead.sql.encoding` would make of the values `fetch` returns (an Arrow string array)."""
+
+    texts: Any
+
+
+ScanSink = Callable[[list[Column], "Sequence[Sequence[Value]] | EncodedRows | None"], int]
+"""Receives (columns, rows) of one chunk and returns its encoded size in bytes. `rows` may be
+`EncodedRows`; None means: forget the rows so far, the scan starts over (another way)."""

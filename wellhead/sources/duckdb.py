@@ -38,6 +38,7 @@ import re
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,16 +63,21 @@ from wellhead.sources._dbapi import (
     MAX_ERROR_CHARS,
     PING_TIMEOUT,
     Converter,
+    Fetched,
     fetch_upto,
+    scan_chunks,
 )
+from wellhead.sources._duckdb_json import SLOW_MARKER, json_rows_sql
 from wellhead.sources._threads import Deadline, Interruptible, run_interruptible, timeout_error
 from wellhead.sources.base import (
     Column,
     ColumnInfo,
+    EncodedRows,
     ForeignKey,
     Interval,
     RowBatch,
     RowSink,
+    ScanSink,
     Source,
     TableDescription,
     TableInfo,
@@ -95,6 +101,8 @@ _EXPLAIN = re.compile(
 _ALLOWED = {"SELECT"}
 
 DEFAULT_MEMORY_LIMIT = "1GB"
+SCAN_BATCH_ROWS = 16_384
+"""Rows per Arrow batch when DuckDB writes a snapshot's rows as JSON text itself."""
 DEFAULT_MAX_TEMP_DIRECTORY_SIZE = "2GB"
 DEFAULT_MAX_THREADS = 4
 
@@ -293,6 +301,7 @@ class DuckDBSource(Source):
         check: bool,
         max_bytes: int | None = None,
         exact: bool = True,
+        sink: ScanSink | None = None,
     ) -> RowBatch:
         setting = f"sources.{self.name}.max_cell_bytes"
 
@@ -304,6 +313,9 @@ class DuckDBSource(Source):
                 if state.interrupted:
                     raise duckdb.InterruptException("interrupted before start")
                 args = list(params) if params else None
+                if sink is not None and kind == "SELECT":  # a snapshot: DuckDB encodes
+                    if self._scan_encoded(cur, sql, args, sink):
+                        return RowBatch(columns=[], rows=[], more=False)
                 plan = (
                     _exact_plan(cur, sql, args, self.max_cell_bytes, setting)
                     if exact and kind == "SELECT"
@@ -317,15 +329,19 @@ class DuckDBSource(Source):
                     cur.execute(sql, args)
                     columns = [Column(str(d[0]), str(d[1])) for d in (cur.description or [])]
                     converters = None
-                fetched = fetch_upto(
-                    cur,
-                    max_rows + 1,
-                    max_bytes=max_bytes,
-                    max_cell_bytes=self.max_cell_bytes,
-                    names=lambda: [c.name for c in columns],
-                    converters=converters,
-                    setting=setting,
-                )
+                if sink is not None:  # a snapshot: every row, in chunks
+                    scan_chunks(cur, sink, lambda _: columns, converters)
+                    fetched = Fetched([], 0, full=False)
+                else:
+                    fetched = fetch_upto(
+                        cur,
+                        max_rows + 1,
+                        max_bytes=max_bytes,
+                        max_cell_bytes=self.max_cell_bytes,
+                        names=lambda: [c.name for c in columns],
+                        converters=converters,
+                        setting=setting,
+                    )
             finally:
                 state.detach()
                 cur.close()
@@ -381,6 +397,52 @@ class DuckDBSource(Source):
         return await self._run(
             sql, params, max_rows=max_rows, timeout=timeout, check=True, max_bytes=max_bytes
         )
+
+    def _scan_encoded(
+        self, cur: duckdb.DuckDBPyConnection, sql: str, args: list[Any] | None, sink: ScanSink
+    ) -> bool:
+        """Every row as JSON text written by DuckDB itself (`_duckdb_json`), in Arrow batches;
+        False when a column or a value needs the exact Python path (the sink is then reset)."""
+        sql = _without_trailing_semicolons(sql)
+        try:
+            described = cur.execute(f"DESCRIBE {sql}", args).fetchall()
+        except duckdb.Error:
+            return False
+        columns = [Column(str(row[0]), str(row[1])) for row in described]
+        guards = []
+        if self.max_cell_bytes is not None:
+            for index, column in enumerate(columns):
+                if column.type.upper() == "VARCHAR":
+                    message = f"{_CELL_GUARD_PREFIX}{column.name}{_CELL_GUARD_END}"
+                    guards.append(
+                        f"(CASE WHEN strlen(c{index}) > {self.max_cell_bytes} THEN "
+                        f"error('{message.replace(chr(39), chr(39) * 2)}') END IS NULL)"
+                    )
+        encoded = json_rows_sql(sql, columns, guards)
+        if encoded is None:
+            return False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "an extra copy": of one string column
+                reader = cur.execute(encoded, args).to_arrow_reader(SCAN_BATCH_ROWS)
+            for batch in reader or ():
+                sink(columns, EncodedRows(batch.column(0)))
+        except duckdb.Error as exc:
+            if SLOW_MARKER not in str(exc):
+                raise
+            sink(columns, None)
+            return False
+        return True
+
+    async def scan(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        timeout: float,  # noqa: ASYNC109
+        sink: ScanSink,
+    ) -> None:
+        await self._run(sql, params, max_rows=0, timeout=timeout, check=True, sink=sink)
 
     async def ping(self) -> None:
         try:

@@ -17,7 +17,11 @@ Why each piece is here:
   locks and SQL-prepared statements are removed explicitly), keeping asyncpg's prepared
   statements, so a repeated statement costs no Parse round trip; a connection taken from the
   pool by other code gets the full `_pg.RESET_SQL`;
-- `start()` refuses a role that could write, unless told otherwise, and says which grants to use.
+- `start()` refuses a role that could write, unless told otherwise, and says which grants to use;
+- with `roles`, every statement (catalog reads included) runs after `SET LOCAL ROLE` of the
+  role the caller maps to (`wellhead.governance.roles`), in the same round trip as `BEGIN`, so
+  grants and row-level security apply per caller; the rollback that ends each call undoes it,
+  and `start()` checks each mapped role like the login role.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import anyio
 import asyncpg
 
 from wellhead.errors import (
+    AccessDenied,
     ConfigError,
     InvalidRequest,
     PoolExhausted,
@@ -45,6 +50,8 @@ from wellhead.errors import (
     QueryTimeout,
     SourceUnavailable,
 )
+from wellhead.governance.principal import current_principal
+from wellhead.governance.roles import RolesConfig, quote_role, resolve_role
 from wellhead.sources._pg import (
     RESET_SQL,
     ROLLBACK_AND_RESET_SQL,
@@ -63,6 +70,7 @@ from wellhead.sources.base import (
     ForeignKey,
     RowBatch,
     RowSink,
+    ScanSink,
     Source,
     TableDescription,
     TableInfo,
@@ -85,6 +93,10 @@ _SETTLE_TIMEOUT = 5.0
 _GONE_TIMEOUT = 5.0
 """How long a terminated backend may take to leave pg_stat_activity before its slot is freed."""
 _BACKEND_ALIVE_SQL = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+_ROLE_MEMBER_SQL = (
+    "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = $1"
+)
+"""NULL: no such role; false: the login role is not a member of it."""
 _STATEMENT_CACHE = 256
 _COPY_SETTINGS_SQL = (
     "SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = 'iso_8601'; "
@@ -168,7 +180,9 @@ SELECT 'create_schema', quote_ident(n.nspname)
 UNION ALL
 SELECT 'owner', name FROM rels WHERE pg_has_role(relowner, 'USAGE')
 UNION ALL
-SELECT 'write', name FROM rels WHERE has_table_privilege(oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+SELECT 'write', name FROM rels
+    WHERE has_table_privilege(oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+       OR has_any_column_privilege(oid, 'INSERT, UPDATE')
 ORDER BY 1, 2
 """
 
@@ -189,21 +203,21 @@ LEFT JOIN pg_description d
 WHERE n.nspname = ANY($1::text[])
   AND c.relkind IN ('r', 'p', 'f', 'v', 'm')
   AND NOT c.relispartition
-  AND has_table_privilege(c.oid, 'SELECT')
+  AND has_any_column_privilege(c.oid, 'SELECT')
 ORDER BY 1
 """
 
 _RESOLVE_REGCLASS_SQL = """
 SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = to_regclass($1) AND n.nspname = ANY($2::text[])
-  AND c.relkind IN ('r', 'p', 'f', 'v', 'm') AND has_table_privilege(c.oid, 'SELECT')
+  AND c.relkind IN ('r', 'p', 'f', 'v', 'm') AND has_any_column_privilege(c.oid, 'SELECT')
 """
 
 _RESOLVE_BY_NAME_SQL = """
 SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relname = $1 AND n.nspname = ANY($2::text[])
-  AND c.relkind IN ('r', 'p', 'f', 'v', 'm') AND has_table_privilege(c.oid, 'SELECT')
+  AND c.relkind IN ('r', 'p', 'f', 'v', 'm') AND has_any_column_privilege(c.oid, 'SELECT')
 ORDER BY array_position($2::text[], n.nspname::text)
 """
 
@@ -226,6 +240,7 @@ SELECT a.attname AS name,
        col_description(a.attrelid, a.attnum) AS comment
 FROM pg_attribute a
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+  AND has_column_privilege(a.attrelid, a.attnum, 'SELECT')
 ORDER BY a.attnum
 """
 
@@ -326,8 +341,10 @@ class PostgresSource(Source):
         work_mem: str | None = DEFAULT_WORK_MEM,
         temp_file_limit: str | None = DEFAULT_TEMP_FILE_LIMIT,
         max_cell_bytes: int | None = DEFAULT_MAX_CELL_BYTES,
+        roles: RolesConfig | None = None,
     ) -> None:
         super().__init__(name)
+        self._roles = roles
         if pool_max < 1 or pool_min < 0 or pool_min > pool_max:
             raise ConfigError(
                 f"source {name!r}: need 0 <= pool_min <= pool_max and pool_max >= 1, "
@@ -379,6 +396,7 @@ class PostgresSource(Source):
             work_mem=config.work_mem,
             temp_file_limit=config.temp_file_limit,
             max_cell_bytes=config.max_cell_bytes,
+            roles=config.roles,
         )
 
     def __repr__(self) -> str:
@@ -424,6 +442,7 @@ class PostgresSource(Source):
                 async with asyncio.timeout(_CONTROL_TIMEOUT * 4):
                     self._schemas = await self._resolve_schemas(conn)
                     await self._check_privileges(conn)
+                    await self._check_roles(conn)
                     await self._check_settings(conn)
         except BaseException:
             await _close_pool(pool)
@@ -484,6 +503,56 @@ class PostgresSource(Source):
                 ) from None
             parts.append(statement)
         self._local_settings = "".join(parts)
+
+    def _role_sql(self) -> str:
+        """` SET LOCAL ROLE "r";` for the current caller, "" without `roles`; or AccessDenied."""
+        if self._roles is None:
+            return ""
+        role = resolve_role(self._roles, current_principal(), self.name)
+        return f" SET LOCAL ROLE {quote_role(role)};"
+
+    async def _check_roles(self, conn: asyncpg.Connection) -> None:
+        """Each mapped role exists, the login role may take it, and it cannot change data."""
+        if self._roles is None:
+            return
+        login = await conn.fetchval("SELECT quote_ident(current_user)")
+        if await conn.fetchval("SELECT rolinherit FROM pg_roles WHERE rolname = current_user"):
+            log.warning(
+                "postgres source %r: login role %s has INHERIT, so it holds every mapped role's "
+                "grants even before SET ROLE; run ALTER ROLE %s NOINHERIT so that only the "
+                "caller's role applies (docs/governance.md)",
+                self.name,
+                login,
+                login,
+            )
+        for role in self._roles.all_roles():
+            quoted = quote_role(role)
+            member = await conn.fetchval(_ROLE_MEMBER_SQL, role)
+            where = f"postgres source {self.name!r}: mapped role {quoted}"
+            if member is None:
+                raise ConfigError(
+                    f"{where} does not exist; create it (CREATE ROLE {quoted} NOLOGIN) and grant "
+                    f"it what its callers may read, or fix sources.{self.name}.roles"
+                )
+            if not member:
+                raise ConfigError(
+                    f"{where} is not granted to the login role {login}; run GRANT {quoted} TO "
+                    f"{login} (the login role needs membership in each mapped role, nothing else)"
+                )
+            try:
+                await conn.execute(f"BEGIN READ ONLY; SET LOCAL ROLE {quoted}")
+            except asyncpg.InsufficientPrivilegeError as exc:
+                await _rollback(conn)
+                raise ConfigError(
+                    f"{where}: the login role {login} may not SET ROLE to it ({exc}); run GRANT "
+                    f"{quoted} TO {login} WITH SET TRUE (PostgreSQL 16+)"
+                ) from None
+            try:
+                await self._check_privileges(conn)  # current_user is the mapped role now
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc.public_message}") from None
+            finally:
+                await _rollback(conn)
 
     async def _resolve_schemas(self, conn: asyncpg.Connection) -> list[str]:
         if self._configured_schemas is None:
@@ -619,9 +688,11 @@ class PostgresSource(Source):
             for f in await self._catalog(_FOREIGN_KEYS_SQL, oid)
         ]
         samples: list[list[Value]] = []
-        if sample_rows > 0:
+        if sample_rows > 0 and columns:
+            # The columns the caller may read (a column grant can leave some out), not `*`.
+            listed = ", ".join('"' + c.name.replace('"', '""') + '"' for c in columns)
             batch = await self.fetch(
-                f"SELECT * FROM {info.name} LIMIT {int(sample_rows)}",
+                f"SELECT {listed} FROM {info.name} LIMIT {int(sample_rows)}",
                 [],
                 max_rows=sample_rows,
                 timeout=self._sample_timeout(),
@@ -660,13 +731,19 @@ class PostgresSource(Source):
         return 10.0
 
     async def _catalog(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        """A fully fetched catalog read (small results by construction), read-only and bounded."""
+        """A fully fetched catalog read (small results by construction), read-only and bounded.
+
+        With `roles` it runs as the caller's role, so a caller lists and describes only what
+        its own grants let it read."""
+        role_sql = self._role_sql()
         conn = await self._acquire(self._acquire_timeout)
         clean = False
         try:
             try:
                 async with asyncio.timeout(_CONTROL_TIMEOUT * 4):
                     async with conn.transaction(readonly=True):
+                        if role_sql:
+                            await conn.execute(role_sql)
                         rows = list(await conn.fetch(sql, *args))
                 clean = True
                 return rows
@@ -691,12 +768,37 @@ class PostgresSource(Source):
         timeout: float,
         max_bytes: int | None = None,
     ) -> RowBatch:
+        return await self._execute(
+            sql, params, max_rows=max_rows, timeout=timeout, max_bytes=max_bytes
+        )
+
+    async def scan(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        timeout: float,
+        sink: ScanSink,
+    ) -> None:
+        await self._execute(sql, params, max_rows=0, timeout=timeout, sink=sink)
+
+    async def _execute(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        max_rows: int,
+        timeout: float,
+        max_bytes: int | None = None,
+        sink: ScanSink | None = None,
+    ) -> RowBatch:
         if max_rows < 0:
             raise InvalidRequest(f"max_rows must be >= 0, got {max_rows}")
         if max_bytes is not None and max_bytes < 0:
             raise InvalidRequest(f"max_bytes must be >= 0, got {max_bytes}")
         if timeout <= 0:
             raise QueryTimeout(f"no time left to run the query on source {self.name!r}")
+        role_sql = self._role_sql()  # before taking a connection: a refusal costs none
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         conn = await self._acquire(min(self._acquire_timeout, timeout))
@@ -710,7 +812,9 @@ class PostgresSource(Source):
                 server_ms = min(server_ms, self._statement_timeout_ms)
             try:
                 async with asyncio.timeout(server_ms / 1000 + _CLIENT_GRACE):
-                    batch = await self._run(conn, sql, list(params), max_rows, server_ms, max_bytes)
+                    batch = await self._run(
+                        conn, sql, list(params), max_rows, server_ms, max_bytes, sink, role_sql
+                    )
             except TimeoutError:
                 raise QueryTimeout(
                     f"query on source {self.name!r} exceeded {server_ms / 1000:g} s and was "
@@ -729,11 +833,20 @@ class PostgresSource(Source):
         max_rows: int,
         server_ms: int,
         max_bytes: int | None,
+        sink: ScanSink | None = None,
+        role_sql: str = "",
     ) -> RowBatch:
         for attempt in (1, 2):
-            await conn.execute(begin_sql(server_ms, self._local_settings))
             try:
-                return await self._read(conn, sql, params, max_rows, server_ms, max_bytes)
+                await conn.execute(begin_sql(server_ms, self._local_settings + role_sql))
+            except asyncpg.PostgresError as exc:
+                if not role_sql:
+                    raise
+                raise AccessDenied(  # the role was dropped or revoked after start()
+                    f"postgres source {self.name!r} could not take the caller's role: {exc}"
+                ) from None
+            try:
+                return await self._read(conn, sql, params, max_rows, server_ms, max_bytes, sink)
             except asyncpg.InvalidCachedStatementError:
                 # A table changed shape under a cached statement; asyncpg dropped it from the
                 # cache. Inside a transaction it cannot re-prepare by itself: we do, once.
@@ -753,6 +866,7 @@ class PostgresSource(Source):
         max_rows: int,
         server_ms: int,
         max_bytes: int | None,
+        sink: ScanSink | None = None,
     ) -> RowBatch:
         """Prepare (or reuse), bind and read; the transaction is ended by `_release`."""
         try:
@@ -776,7 +890,12 @@ class PostgresSource(Source):
                 max_cell_bytes=self._max_cell_bytes,
                 source=self.name,
             )
-            rows, more = await reader.read()
+            if sink is not None:  # a snapshot: every row, in chunks
+                await reader.scan(sink, columns)
+                rows: list[tuple[Value, ...]] = []
+                more = False
+            else:
+                rows, more = await reader.read()
             if not conn.is_in_transaction():
                 raise QueryFailed(
                     "the statement tried to end wellhead's read-only transaction "

@@ -20,6 +20,7 @@ lowers it, so with several SQLite sources the smallest configured limit applies.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -45,6 +46,7 @@ from wellhead.sources._dbapi import (
     MAX_ERROR_CHARS,
     PING_TIMEOUT,
     fetch_upto,
+    scan_chunks,
 )
 from wellhead.sources._threads import Deadline, Interruptible, run_interruptible, timeout_error
 from wellhead.sources.base import (
@@ -53,6 +55,7 @@ from wellhead.sources.base import (
     ForeignKey,
     RowBatch,
     RowSink,
+    ScanSink,
     Source,
     TableDescription,
     TableInfo,
@@ -115,6 +118,14 @@ def _authorize(
     else:
         denied = True
     return sqlite3.SQLITE_DENY if denied else sqlite3.SQLITE_OK
+
+
+def _sha256_hex(value: object) -> str | None:
+    """SQLite has no hash function: the `hash` column mask (wellhead.sql.policies) calls this."""
+    if value is None:
+        return None
+    data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -215,6 +226,7 @@ class SQLiteSource(Source):
             ) from None
         if hasattr(db, "enable_load_extension"):  # absent when Python is built without it
             db.enable_load_extension(False)
+        db.create_function("wellhead_sha256", 1, _sha256_hex, deterministic=True)
         db.set_authorizer(_authorize)
         with self._lock:
             self._connections += 1
@@ -230,6 +242,7 @@ class SQLiteSource(Source):
         max_rows: int,
         timeout: float,  # noqa: ASYNC109 - the engine must be interrupted, not just awaited
         max_bytes: int | None = None,
+        sink: ScanSink | None = None,
     ) -> RowBatch:
         if not self._open:
             raise SourceUnavailable(f"source {self.name!r} is not started")
@@ -256,6 +269,7 @@ class SQLiteSource(Source):
                     max_bytes=max_bytes,
                     max_cell_bytes=self.max_cell_bytes,
                     setting=f"sources.{self.name}.max_cell_bytes",
+                    sink=sink,
                 )
             finally:
                 self._checkin(conn, abandoned=state.abandoned)
@@ -313,6 +327,16 @@ class SQLiteSource(Source):
         if max_rows < 0:
             raise InvalidRequest("max_rows must be 0 or more")
         return await self._run(sql, params, max_rows=max_rows, timeout=timeout, max_bytes=max_bytes)
+
+    async def scan(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        timeout: float,  # noqa: ASYNC109
+        sink: ScanSink,
+    ) -> None:
+        await self._run(sql, params, max_rows=0, timeout=timeout, sink=sink)
 
     async def ping(self) -> None:
         try:
@@ -486,6 +510,7 @@ def _execute(
     max_bytes: int | None = None,
     max_cell_bytes: int | None = DEFAULT_MAX_CELL_BYTES,
     setting: str = "max_cell_bytes",
+    sink: ScanSink | None = None,
 ) -> RowBatch:
     state.attach(conn)
     cur = conn.cursor()
@@ -494,6 +519,9 @@ def _execute(
             raise sqlite3.OperationalError("interrupted")
         cur.execute(sql, tuple(params))
         names = [str(d[0]) for d in (cur.description or [])]
+        if sink is not None:  # a snapshot: every row, in chunks
+            scan_chunks(cur, sink, lambda rows: _columns(names, rows))
+            return RowBatch(columns=[], rows=[], more=False)
         fetched = fetch_upto(
             cur,
             max_rows + 1,
@@ -506,13 +534,17 @@ def _execute(
         cur.close()
         state.detach()  # from here on a late interrupt cannot reach the next user
     rows = fetched.rows
-    columns = [Column(name, _storage_class(rows, i)) for i, name in enumerate(names)]
+    columns = _columns(names, rows)
     return RowBatch(
         columns=columns,
         rows=rows[:max_rows],
         more=fetched.full or len(rows) > max_rows,
         nbytes=fetched.nbytes,
     )
+
+
+def _columns(names: list[str], rows: Sequence[Sequence[Value]]) -> list[Column]:
+    return [Column(name, _storage_class(rows, i)) for i, name in enumerate(names)]
 
 
 def _mib(n: int) -> str:
@@ -524,7 +556,7 @@ def _interrupt(handle: object) -> None:
     handle.interrupt()
 
 
-def _storage_class(rows: list[tuple[Value, ...]], index: int) -> str:
+def _storage_class(rows: Sequence[Sequence[Value]], index: int) -> str:
     """SQLite reports no result types; name the storage class of the first non-NULL value."""
     for row in rows:
         value = row[index]

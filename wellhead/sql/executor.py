@@ -16,6 +16,7 @@ Large texts are checked in a worker thread so parsing never stalls the event loo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -37,8 +38,11 @@ from wellhead.errors import (
 )
 from wellhead.sources.base import Column, RowBatch, Source
 from wellhead.sql import encoding
+from wellhead.sql.cost import CostGuard
 from wellhead.sql.paging import CursorCodec, CursorState, PageTemplate, count_tree
+from wellhead.sql.policies import NOTHING_LIFTED, ColumnPolicies, Lifted, SourcePolicies
 from wellhead.sql.safety import CheckedStatement, bind_named, check_read_only
+from wellhead.sql.snapshots import Snapshots
 
 ProgressCallback = Callable[[float, float], Awaitable[None]]
 _PROGRESS_EVERY_S = 1.0
@@ -69,6 +73,8 @@ class Page:
     more: bool = False
     """There are rows after this page; normally `next_cursor` continues, but a volatile
     statement (random(), now()) is not pageable and has `more` without a cursor."""
+    row_texts: list[str] | None = None
+    """Each row's JSON text when the page was read from a snapshot (the text rendering)."""
 
     @property
     def truncated(self) -> bool:
@@ -89,6 +95,12 @@ class PageRequest:
     """Who asks (identity.caller_owner()); stamped on the cursor so only they can continue."""
     column_types: list[str] | None = None
     """From the cursor: the result's column types, which the total order of a page needs."""
+    scopes: frozenset[str] = frozenset()
+    """The caller's token scopes (identity.caller_scopes()): they may lift column policies."""
+    snapshot: str | None = None
+    """From the cursor: the snapshot the walk reads its pages from."""
+    cost_check: bool = False
+    """Ask the cost guard (if any) before the first page: free SQL, or a guarded SQL tool."""
 
 
 @dataclass
@@ -143,22 +155,26 @@ class _Slot:
         self.name = name
 
 
+CacheKey = tuple[str, str, tuple[str, ...], Lifted]
+"""Source, SQL text, parameter names, and the column policies the caller's scopes lift (a
+statement compiled with a policy lifted must never serve a caller without that scope)."""
+
+
 class StatementCache:
-    """A bounded LRU of compiled statements, keyed by source, SQL text and parameter names."""
+    """A bounded LRU of compiled statements, keyed by source, SQL text, parameter names and
+    lifted column policies."""
 
     def __init__(self, entries: int = _CACHE_ENTRIES) -> None:
         self.entries = entries
-        self._items: OrderedDict[tuple[str, str, tuple[str, ...]], CompiledStatement] = (
-            OrderedDict()
-        )
+        self._items: OrderedDict[CacheKey, CompiledStatement] = OrderedDict()
 
-    def get(self, key: tuple[str, str, tuple[str, ...]]) -> CompiledStatement | None:
+    def get(self, key: CacheKey) -> CompiledStatement | None:
         item = self._items.get(key)
         if item is not None:
             self._items.move_to_end(key)
         return item
 
-    def put(self, key: tuple[str, str, tuple[str, ...]], item: CompiledStatement) -> None:
+    def put(self, key: CacheKey, item: CompiledStatement) -> None:
         if len(key[1]) > _CACHE_MAX_SQL_BYTES:
             return
         self._items[key] = item
@@ -173,11 +189,23 @@ class StatementCache:
 class QueryExecutor:
     """Turns page requests into pages for a set of named sources."""
 
-    def __init__(self, sources: dict[str, Source], limits: LimitsConfig, codec: CursorCodec):
+    def __init__(
+        self,
+        sources: dict[str, Source],
+        limits: LimitsConfig,
+        codec: CursorCodec,
+        policies: ColumnPolicies | None = None,
+        snapshots: Snapshots | None = None,
+        cost_guard: CostGuard | None = None,
+    ):
         self.sources = sources
         self.limits = limits
         self.codec = codec
         self.statements = StatementCache()
+        self.policies = policies or ColumnPolicies({})
+        self.snapshots = snapshots
+        """Where walks spill their result (None: every page re-runs the statement)."""
+        self.cost_guard = cost_guard
 
     def source(self, name: str) -> Source:
         try:
@@ -228,9 +256,14 @@ class QueryExecutor:
                 f"(got {budget})"
             )
         source = self.source(request.source)
-        compiled = await self.compile(source, request.sql, request.params)
+        compiled = await self.compile(source, request.sql, request.params, request.scopes)
         values = compiled.values(request.params)
         deadline = time.monotonic() + limits.query_timeout_s
+        guard = self.cost_guard
+        if guard and request.cost_check and request.offset == 0 and not request.column_types:
+            tree, pageable = compiled.checked.tree, compiled.first is not None
+            timeout = deadline - time.monotonic()
+            await guard.check(source, compiled.sql, tree, values, timeout, pageable=pageable)
 
         reporter = None
         if on_progress is not None:
@@ -242,24 +275,41 @@ class QueryExecutor:
                 reporter.cancel()
         return page
 
-    async def compile(self, source: Source, sql: str, params: dict[str, Any]) -> CompiledStatement:
+    async def compile(
+        self,
+        source: Source,
+        sql: str,
+        params: dict[str, Any],
+        scopes: frozenset[str] = frozenset(),
+    ) -> CompiledStatement:
         """The compiled statement, from the cache or checked now (off the loop when long)."""
         if not isinstance(sql, str) or not sql.strip():
             raise InvalidRequest("sql is empty; pass one read-only SQL statement")
         self._check_size(sql)
         names = tuple(sorted(params))
-        key = (source.name, sql, names)
+        policy = self.policies.get(source.name)
+        lifted = policy.lifted(scopes) if policy is not None else NOTHING_LIFTED
+        key = (source.name, sql, names, lifted)
         cached = self.statements.get(key)
         if cached is not None:
             return cached
+        if policy is not None:
+            await policy.ready(source)
         if len(sql) > _CHECK_IN_THREAD_BYTES:
-            compiled = await asyncio.to_thread(self._compile, source, sql, names)
+            compiled = await asyncio.to_thread(self._compile, source, sql, names, policy, lifted)
         else:
-            compiled = self._compile(source, sql, names)
+            compiled = self._compile(source, sql, names, policy, lifted)
         self.statements.put(key, compiled)
         return compiled
 
-    def _compile(self, source: Source, sql: str, names: tuple[str, ...]) -> CompiledStatement:
+    def _compile(
+        self,
+        source: Source,
+        sql: str,
+        names: tuple[str, ...],
+        policy: SourcePolicies | None = None,
+        lifted: Lifted = NOTHING_LIFTED,
+    ) -> CompiledStatement:
         try:
             checked = check_read_only(sql, source.dialect)
             tree: exp.Expression | None = None
@@ -283,6 +333,13 @@ class QueryExecutor:
                     tree = sqlglot.parse_one(bound, read=source.dialect)  # type: ignore[assignment]
                 except SqlglotError as exc:  # the checked text parsed; its bound twin must too
                     raise UnsafeSQL(f"could not re-parse the bound statement: {exc}") from None
+            if policy is not None:  # column policies: masking projections, or a refusal
+                if tree is None:
+                    policy.check_unpageable(bound)
+                else:
+                    masked = policy.apply(tree, lifted)
+                    if masked is not None:
+                        tree, bound = masked, masked.sql(dialect=source.dialect)
             if checked.pageable:
                 first = PageTemplate(tree, dialect=source.dialect, column_count=None)  # type: ignore[arg-type]
         except RecursionError:
@@ -316,6 +373,8 @@ class QueryExecutor:
         deadline: float,
     ) -> Page:
         offset = request.offset
+        if request.snapshot is not None:
+            return await self._snapshot_page(request, request.snapshot, max_rows, budget)
         if compiled.first is None:  # EXPLAIN, SHOW...: not wrappable; the engine runs it as is
             batch = await self._fetch(
                 source, compiled.sql, values, offset + max_rows, deadline, max_bytes=None
@@ -347,6 +406,12 @@ class QueryExecutor:
                 return Page(
                     request.source, batch.columns, kept, 0, None, None, _VOLATILE_NOTE, more=True
                 )
+            if self.snapshots is not None:  # more than one page: spill once, page from it
+                snap = await self.snapshots.take(
+                    source, compiled.sql, values, request.owner, deadline
+                )
+                if snap is not None:
+                    return await self._snapshot_page(request, snap.id, max_rows, budget)
             types = [c.type for c in batch.columns]
         else:
             types = list(request.column_types or [])
@@ -360,6 +425,98 @@ class QueryExecutor:
         return await self._finish(
             request, batch.columns, batch.rows, batch.more, budget, max_rows, counter
         )
+
+    async def _snapshot_page(
+        self, request: PageRequest, snapshot: str, max_rows: int, budget: int
+    ) -> Page:
+        """One page read from a snapshot: rows already encoded, fitted by their sizes."""
+        assert self.snapshots is not None
+        offset = request.offset
+        texts, total, columns = await self.snapshots.read(snapshot, request.owner, offset, max_rows)
+        names = [c.name for c in columns]
+        types = [c.type for c in columns]
+        sizes = [len(text.encode()) + 1 for text in texts]  # and the separating comma
+        if offset + len(texts) >= total:  # perhaps the last page: no room for a cursor
+            room = self._room(columns, budget, 0, _LAST_NOTE_BYTES if offset else 0, request)
+            if sum(sizes) <= room:
+                note = _note(offset, len(texts), total, False, False, max_rows)
+                rows = json.loads(f"[{','.join(texts)}]")
+                return Page(request.source, columns, rows, offset, total, None, note, False, texts)
+        widest = CursorState(
+            request.tool,
+            request.source,
+            request.sql,
+            request.params,
+            total,
+            total,
+            request.owner,
+            types,
+            snapshot,
+        )
+        cursor_bytes = len(self.codec.encode(widest)) + _CURSOR_KEY_BYTES
+        note_bytes = _note_bytes(offset, len(texts), total, True, max_rows)
+        room = self._room(columns, budget, cursor_bytes, note_bytes, request)
+        kept, used = 0, 0
+        for size in sizes:
+            if used + size > room:
+                break
+            used += size
+            kept += 1
+        if kept == 0 and texts:
+            raise self._row_too_big(tuple(json.loads(texts[0])), names, budget, room)
+        page_texts = texts[:kept]
+        rows = json.loads(f"[{','.join(page_texts)}]")
+        end = offset + kept
+        more = end < total
+        next_cursor = None
+        if more:
+            next_cursor = self.codec.encode(
+                CursorState(
+                    request.tool,
+                    request.source,
+                    request.sql,
+                    request.params,
+                    end,
+                    total,
+                    request.owner,
+                    types,
+                    snapshot,
+                )
+            )
+        more_rows = kept == max_rows and more
+        note = _note(offset, kept, total, more, more_rows, max_rows)
+        return Page(
+            request.source, columns, rows, offset, total, next_cursor, note, False, page_texts
+        )
+
+    def _room(
+        self,
+        columns: list[Column],
+        budget: int,
+        cursor_bytes: int,
+        note_bytes: int,
+        request: PageRequest,
+    ) -> int:
+        """Bytes left for rows once the rest of the result is counted (as `_convert` does)."""
+        shell = {
+            "source": request.source,
+            "columns": [[c.name, c.type] for c in columns],
+            "rows": [],
+            "row_count": 10**6,
+            "offset": 10**12,
+            "total_rows": 10**12,
+            "truncated": False,
+            "next_cursor": None,
+            "note": None,
+        }
+        room = budget - encoding.encoded_size(shell) - note_bytes - cursor_bytes
+        if room < _MIN_ROW_ROOM:
+            raise BudgetExceeded(
+                f"the page's columns, note and cursor leave no room for rows within "
+                f"budget_bytes={budget:,}; select fewer columns or raise budget_bytes (at most "
+                f"{self.limits.max_result_budget_bytes:,})"
+            )
+        return room
 
     async def _finish(
         self,

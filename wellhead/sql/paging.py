@@ -67,6 +67,8 @@ class CursorState:
     """Who made the cursor (a digest of principal and session); nobody else may use it."""
     column_types: list[str] | None = None
     """The result's column types: the total order of later pages needs them."""
+    snapshot: str | None = None
+    """The result snapshot later pages are read from (`wellhead.spill`), when one was taken."""
 
 
 class CursorCodec:
@@ -89,6 +91,7 @@ class CursorCodec:
                 state.total,
                 state.owner,
                 state.column_types,
+                *([state.snapshot] if state.snapshot is not None else []),
             ],
             separators=(",", ":"),
             default=str,
@@ -115,8 +118,13 @@ class CursorCodec:
             raise CursorError("cursor is not valid: run the query again without a cursor") from None
         if not isinstance(fields, list) or not fields or fields[0] != _CURSOR_VERSION:
             raise CursorError("cursor comes from another wellhead version; run the query again")
-        _, tool, source, sql, params, offset, total, owner, column_types = fields
-        return CursorState(tool, source, sql, params, int(offset), total, owner, column_types)
+        if len(fields) not in (9, 10):
+            raise CursorError("cursor is not valid: run the query again without a cursor")
+        _, tool, source, sql, params, offset, total, owner, column_types = fields[:9]
+        snapshot = fields[9] if len(fields) == 10 else None
+        return CursorState(
+            tool, source, sql, params, int(offset), total, owner, column_types, snapshot
+        )
 
 
 def paged_tree(

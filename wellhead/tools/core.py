@@ -11,7 +11,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastmcp import Context, FastMCP
 from fastmcp.tools import ToolResult
@@ -20,7 +20,10 @@ from pydantic import Field
 
 from wellhead.config import LimitsConfig
 from wellhead.errors import BudgetExceeded, InvalidRequest
-from wellhead.identity import caller_owner
+from wellhead.governance.principal import acting_as, current_principal
+from wellhead.governance.request import request_principal
+from wellhead.identity import caller_owner, caller_scopes
+from wellhead.sources.base import TableDescription
 from wellhead.sql import encoding
 from wellhead.sql.executor import Page, PageRequest, ProgressCallback, QueryExecutor
 from wellhead.sql.paging import CursorState
@@ -35,19 +38,27 @@ CursorArg = Annotated[str | None, Field(description="next_cursor from the previo
 
 
 def page_result(page: Page) -> ToolResult:
-    """Structured content plus a compact text rendering of the same page."""
-    result = QueryResult(
-        source=page.source,
-        columns=[[c.name, c.type] for c in page.columns],
-        rows=page.rows,
-        row_count=len(page.rows),
-        offset=page.offset,
-        total_rows=page.total_rows,
-        truncated=page.truncated,
-        next_cursor=page.next_cursor,
-        note=page.note,
-    )
-    text = encoding.render_table([c.name for c in page.columns], page.rows)
+    """Structured content plus a compact text rendering of the same page.
+
+    The structured content is QueryResult's shape built as a plain dict: validating and
+    dumping a 2,000-row page through the model cost a third of a big page's server CPU, and
+    OutputGuard checks the result against the schema anyway.
+    """
+    result = {
+        "source": page.source,
+        "columns": [[c.name, c.type] for c in page.columns],
+        "rows": page.rows,
+        "row_count": len(page.rows),
+        "offset": page.offset,
+        "total_rows": page.total_rows,
+        "truncated": page.truncated,
+        "next_cursor": page.next_cursor,
+        "note": page.note,
+    }
+    if page.row_texts is not None:  # read from a snapshot: each row's JSON text is stored
+        text = "\n".join([encoding.dumps([c.name for c in page.columns]), *page.row_texts])
+    else:
+        text = encoding.render_table([c.name for c in page.columns], page.rows)
     trailer = [f"rows {page.offset + 1}-{page.offset + len(page.rows)}"]
     if page.total_rows is not None:
         trailer.append(f"of {page.total_rows}")
@@ -55,9 +66,14 @@ def page_result(page: Page) -> ToolResult:
         trailer.append(f"| {page.note}")
     if page.next_cursor:
         trailer.append(f"| next_cursor: {page.next_cursor}")
-    return ToolResult(
+    # Constructed, not validated: every value is JSON already (encoding.to_json_value or a
+    # snapshot's JSON text), and ToolResult's own pass over a 2,000-row page to make it
+    # JSON-able cost a sixth of the page's server CPU. OutputGuard still checks the schema.
+    return ToolResult.model_construct(
         content=[TextContent(type="text", text=f"{text}\n{' '.join(trailer)}")],
-        structured_content=result.model_dump(),
+        structured_content=result,
+        meta=None,
+        is_error=False,
     )
 
 
@@ -92,6 +108,8 @@ def progress_reporter(ctx: Context | None) -> ProgressCallback | None:
 def register_core_tools(
     mcp: FastMCP, executor: QueryExecutor, default_source: str, limits: LimitsConfig
 ) -> None:
+    free_sql_guarded = executor.cost_guard is not None and executor.cost_guard.config.free_sql
+
     def pick_source(source: str | None) -> str:
         name = source or default_source
         executor.source(name)
@@ -136,6 +154,8 @@ def register_core_tools(
                 budget_bytes=budget_bytes,
                 owner=owner,
                 column_types=state.column_types,
+                scopes=caller_scopes(),
+                snapshot=state.snapshot,
             )
         else:
             if sql is None:
@@ -148,6 +168,8 @@ def register_core_tools(
                 max_rows=max_rows,
                 budget_bytes=budget_bytes,
                 owner=owner,
+                scopes=caller_scopes(),
+                cost_check=free_sql_guarded,
             )
         page = await executor.run(request, progress_reporter(ctx))
         return page_result(page)
@@ -236,7 +258,9 @@ def register_core_tools(
         mime_type="application/json",
     )
     async def table_schema(source: str, table: str) -> str:
-        result = await describe(executor, pick_source(source), table, limits.sample_rows)
+        # Resources pass no tool guard: run as the request's caller here.
+        with acting_as(request_principal() or current_principal()):
+            result = await describe(executor, pick_source(source), table, limits.sample_rows)
         return json.dumps(result.model_dump(), default=str)
 
     @mcp.prompt(
@@ -260,6 +284,7 @@ async def describe(
     executor: QueryExecutor, source: str, table: str, sample_rows: int
 ) -> TableDescriptionResult:
     description = await executor.source(source).describe_table(table, sample_rows)
+    policies, samples = await column_policies(executor, source, description, caller_scopes())
     return TableDescriptionResult(
         source=source,
         table=description.table.name,
@@ -277,6 +302,22 @@ async def describe(
             }
             for fk in description.foreign_keys
         ],
-        sample_rows=[[encoding.to_json_value(v) for v in row] for row in description.sample_rows],
+        sample_rows=[[encoding.to_json_value(v) for v in row] for row in samples],
         note=None,
+        column_policies=policies,
     )
+
+
+async def column_policies(
+    executor: QueryExecutor, source: str, description: TableDescription, scopes: frozenset[str]
+) -> tuple[dict[str, str], list[list[Any]]]:
+    """The policy each column has for this caller, and the sample rows masked to match."""
+    rows = [list(row) for row in description.sample_rows]
+    policy = executor.policies.get(source)
+    if policy is None:
+        return {}, rows
+    await policy.ready(executor.source(source))
+    lifted = policy.lifted(scopes)
+    name = description.table.name
+    names = [c.name for c in description.columns]
+    return policy.describe(name, lifted), policy.mask_rows(name, names, rows, lifted)

@@ -26,7 +26,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from wellhead.exports import links
 from wellhead.exports.service import Exporter
 from wellhead.exports.store import ExportInfo
-from wellhead.identity import caller_owner
+from wellhead.identity import caller_owner, caller_scopes
 from wellhead.sql import encoding
 from wellhead.tools.core import SourceArg
 from wellhead.tools.models import lean_schema
@@ -83,7 +83,13 @@ def register_export_tools(
         name = source or default_source
         progress = _progress(ctx)
         info = await exporter.export(
-            sql=sql, params=params or {}, source=name, fmt=format, owner=owner, on_progress=progress
+            sql=sql,
+            params=params or {},
+            source=name,
+            fmt=format,
+            owner=owner,
+            scopes=caller_scopes(),
+            on_progress=progress,
         )
         return export_result(
             info, config.chunk_bytes, _download_url(config.public_url, secret, info)

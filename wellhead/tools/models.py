@@ -43,6 +43,10 @@ class TableDescriptionResult(BaseModel):
     foreign_keys: list[dict[str, Any]]
     sample_rows: list[list[Any]]
     note: str | None
+    column_policies: dict[str, str] = Field(
+        default_factory=dict,
+        description="column -> its policy for you: deny, hash, redact, partial, null",
+    )
 
 
 def lean_schema(model: type[BaseModel]) -> dict[str, Any]:

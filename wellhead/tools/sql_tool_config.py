@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_core import SchemaError
 
+from wellhead.governance.principal import IDENTITY_SPEC
+
 ParamType = Literal["string", "integer", "number", "boolean", "date", "enum", "array"]
 ItemType = Literal["string", "integer", "number", "boolean", "date"]
 
@@ -75,6 +77,11 @@ class ParamConfig(_Strict):
     items: ItemType | None = Field(None, description="Item type (array).")
     min_items: int | None = Field(None, ge=0)
     max_items: int | None = Field(None, ge=1)
+    identity: str | None = Field(
+        None,
+        description="Bind from the caller's identity (client_id, subject or claims.<name>); "
+        "hidden from the input schema, refused if the caller passes it.",
+    )
 
     @property
     def has_default(self) -> bool:
@@ -122,6 +129,13 @@ class ParamConfig(_Strict):
                 re.compile(self.pattern)
             except re.error as exc:
                 raise ValueError(f"`pattern` is not a valid regular expression: {exc}") from None
+        if self.identity is not None:
+            if not re.match(IDENTITY_SPEC, self.identity):
+                raise ValueError(
+                    f"identity {self.identity!r} must be client_id, subject or claims.<name>"
+                )
+            if self.has_default:
+                raise ValueError("an identity-bound parameter takes no default (it is required)")
         if self.required and self.has_default:
             raise ValueError(
                 "a parameter with a default is optional; drop `required: true` or the default"
@@ -206,6 +220,9 @@ class SqlToolConfig(_Strict):
     )
     tags: list[str] = Field(default_factory=list)
     toolset: str = Field("default", description="Group switched on/off by `toolsets`.")
+    cost_guard: bool | None = Field(
+        None, description="Check the plan estimate first; null: cost_guard.sql_tools."
+    )
 
     @field_validator("parameters")
     @classmethod

@@ -7,6 +7,10 @@ that same schema (JSON semantics: "10" is not an integer), binds them as driver 
 (never SQL text), and runs through the shared executor: safety check, deadline, byte budget,
 exact cursor paging. Cursors are bound to the tool's name and statement, so a cursor from
 `query` or from another tool is refused.
+
+A parameter with `identity:` (e.g. `claims.tenant_id`) is bound from the caller's token, not
+from the arguments: it is absent from the input schema, passing it is refused, and a cursor
+continued by a caller whose value differs is refused like a stranger's.
 """
 
 from __future__ import annotations
@@ -26,9 +30,17 @@ from pydantic import create_model as _create_model
 from sqlglot import exp
 
 from wellhead.config import Settings
-from wellhead.errors import ConfigError, InvalidRequest, QueryTimeout, WellheadError
-from wellhead.identity import caller_owner
-from wellhead.sql.executor import PageRequest, QueryExecutor
+from wellhead.errors import (
+    AccessDenied,
+    ConfigError,
+    CursorError,
+    InvalidRequest,
+    QueryTimeout,
+    WellheadError,
+)
+from wellhead.governance.principal import current_principal
+from wellhead.identity import caller_owner, caller_scopes
+from wellhead.sql.executor import NOT_FOUND, PageRequest, QueryExecutor
 from wellhead.sql.safety import bind_named, check_read_only, named_parameters
 from wellhead.tools.core import page_result, progress_reporter
 from wellhead.tools.models import QueryResult, lean_schema
@@ -51,6 +63,8 @@ def arguments_model(name: str, config: SqlToolConfig) -> type[BaseModel]:
     """A pydantic model of the tool's arguments: the source of its schema and its validation."""
     fields: dict[str, Any] = {}
     for pname, param in config.parameters.items():
+        if param.identity is not None:
+            continue  # bound from the caller's token, never from arguments
         default: Any = ... if param.is_required else param.default
         fields[pname] = (param.annotation(), Field(default, description=param.description))
     fields["cursor"] = (str | None, Field(None, description=_CURSOR_DESCRIPTION))
@@ -112,7 +126,7 @@ def describe_errors(tool: str, config: SqlToolConfig, errors: list[Any]) -> str:
             kind = f" ({expected(param)})" if param else ""
             problems.append(f"missing required parameter '{name}'{kind}")
         elif item["type"] == "extra_forbidden":
-            known = ", ".join([*config.parameters, "cursor"])
+            known = ", ".join([*_arguments(config), "cursor"])
             problems.append(f"unknown parameter '{name}'; this tool takes: {known}")
         else:
             where = name + "".join(f"[{part}]" for part in loc[1:])
@@ -122,6 +136,11 @@ def describe_errors(tool: str, config: SqlToolConfig, errors: list[Any]) -> str:
                 f"parameter '{where}': {message} (got {_shown(item.get('input'))}){hint}"
             )
     return f"invalid arguments for tool '{tool}': " + "; ".join(problems)
+
+
+def _arguments(config: SqlToolConfig) -> list[str]:
+    """The parameters a caller may pass (identity-bound ones are not among them)."""
+    return [n for n, p in config.parameters.items() if p.identity is None]
 
 
 # --------------------------------------------------------------------------- engine values
@@ -166,6 +185,7 @@ class SqlTool(Tool):
     _executor: QueryExecutor = PrivateAttr()
     _source: str = PrivateAttr()
     _dialect: str = PrivateAttr()
+    _cost_check: bool = PrivateAttr(False)
 
     @classmethod
     def build(
@@ -197,6 +217,10 @@ class SqlTool(Tool):
         tool._executor = executor
         tool._source = source
         tool._dialect = executor.source(source).dialect
+        guard = executor.cost_guard
+        tool._cost_check = guard is not None and (
+            config.cost_guard if config.cost_guard is not None else guard.config.sql_tools
+        )
         return tool
 
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
@@ -217,13 +241,44 @@ class SqlTool(Tool):
             ) from None
         return page_result(page)
 
+    def _refuse_identity_arguments(self, arguments: dict[str, Any]) -> None:
+        for name in arguments:
+            param = self._config.parameters.get(name)
+            if param is not None and param.identity is not None:
+                raise InvalidRequest(
+                    f"invalid arguments for tool '{self.name}': parameter '{name}' is bound from "
+                    f"the caller's identity ({param.identity}) and cannot be passed; leave it out"
+                )
+
+    def _identity_value(self, name: str, param: ParamConfig) -> Any:
+        """The caller's own value for an identity-bound parameter, checked against its type."""
+        spec = param.identity or ""
+        principal = current_principal()
+        value = principal.lookup(spec) if principal is not None else None
+        if value is None:
+            raise AccessDenied(
+                f"tool '{self.name}' binds parameter '{name}' from the caller's {spec}, and this "
+                "caller has none; call it with a token that carries it"
+            )
+        try:
+            checked = self._adapters[name].validate_python(value)
+        except ValidationError:
+            raise AccessDenied(
+                f"the caller's {spec} does not fit parameter '{name}' of tool '{self.name}' "
+                f"(expected {expected(param)}); fix the token's claims or the tool's type"
+            ) from None
+        return engine_value(checked, param, self._dialect)
+
     def _first(self, arguments: dict[str, Any]) -> PageRequest:
+        self._refuse_identity_arguments(arguments)
         try:
             values = self._model.model_validate_json(json.dumps(arguments), strict=True)
         except ValidationError as exc:
             raise InvalidRequest(describe_errors(self.name, self._config, exc.errors())) from None
         params = {
-            name: engine_value(getattr(values, name), param, self._dialect)
+            name: self._identity_value(name, param)
+            if param.identity is not None
+            else engine_value(getattr(values, name), param, self._dialect)
             for name, param in self._config.parameters.items()
         }
         return self._request(params, owner=caller_owner())
@@ -231,6 +286,7 @@ class SqlTool(Tool):
     def _continue(self, cursor: Any, arguments: dict[str, Any]) -> PageRequest:
         if not isinstance(cursor, str):
             raise InvalidRequest(f"invalid arguments for tool '{self.name}': cursor must be text")
+        self._refuse_identity_arguments(arguments)
         owner = caller_owner()
         state = self._executor.resume(
             cursor, tool=self.name, sql=self._config.sql, source=self._source, owner=owner
@@ -240,11 +296,13 @@ class SqlTool(Tool):
             if name not in state.params:
                 raise InvalidRequest("this cursor does not fit the tool any more; call it again")
             params[name] = engine_value(state.params[name], param, self._dialect)
+            if param.identity is not None and self._identity_value(name, param) != params[name]:
+                raise CursorError(NOT_FOUND)  # made by a caller with another identity
         for name, given in arguments.items():
             if name == "cursor":
                 continue
             if name not in self._adapters:
-                known = ", ".join([*self._config.parameters, "cursor"])
+                known = ", ".join([*_arguments(self._config), "cursor"])
                 raise InvalidRequest(
                     f"invalid arguments for tool '{self.name}': unknown parameter '{name}'; "
                     f"this tool takes: {known}"
@@ -266,6 +324,7 @@ class SqlTool(Tool):
             offset=state.offset,
             total=state.total,
             column_types=state.column_types,
+            snapshot=state.snapshot,
         )
 
     def _request(
@@ -276,6 +335,7 @@ class SqlTool(Tool):
         offset: int = 0,
         total: int | None = None,
         column_types: list[str] | None = None,
+        snapshot: str | None = None,
     ) -> PageRequest:
         return PageRequest(
             tool=self.name,
@@ -288,6 +348,9 @@ class SqlTool(Tool):
             budget_bytes=self._config.budget_bytes,
             owner=owner,
             column_types=column_types,
+            scopes=caller_scopes(),
+            snapshot=snapshot,
+            cost_check=self._cost_check,
         )
 
 

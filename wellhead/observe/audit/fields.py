@@ -16,6 +16,7 @@ OUTCOME_SEVERITY = {
     "ok": 6,
     "tool_error": 5,
     "cancelled": 5,
+    "rate_limited": 5,
     "timeout": 4,
     "invalid_output": 3,
     "internal_error": 3,

@@ -4,7 +4,6 @@ and binding of `:name` parameters. See the package docstring for the decisions."
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -17,6 +16,8 @@ from sqlglot.errors import ParseError, SqlglotError, TokenError
 from sqlglot.tokens import Token, TokenType
 
 from wellhead.errors import InvalidRequest, UnsafeSQL
+from wellhead.sql.safety import mysql_rules
+from wellhead.sql.safety.duckdb_parser import duckdb_agrees
 from wellhead.sql.safety.reasons import (
     DYNAMIC,
     EXTENSIONS,
@@ -30,7 +31,7 @@ from wellhead.sql.safety.reasons import (
 )
 from wellhead.sql.safety.rules import EPONYMOUS, PATH_SETTINGS, RULES, Rules
 
-DIALECTS = ("duckdb", "sqlite", "postgres")
+DIALECTS = ("duckdb", "sqlite", "postgres", *mysql_rules.MYSQL_DIALECTS)
 
 MAX_NESTING = 24
 """Most levels of parentheses, brackets, CASE and prefix operators (NOT, -) one statement may
@@ -119,6 +120,10 @@ _STATEMENT_REASONS: dict[str, str] = {
     "CHECKPOINT": "it forces a write of the database file",
     "KILL": SESSIONS,
 }
+# Reasons that hold in one dialect only (MySQL's SHOW, HANDLER, XA...), looked up first.
+_DIALECT_STATEMENT_REASONS: dict[str, dict[str, str]] = {
+    d: mysql_rules.STATEMENTS for d in mysql_rules.MYSQL_DIALECTS
+}
 
 # First keywords of statements that may be a read. Anything else is refused by name.
 _READ_STARTS = {
@@ -126,6 +131,8 @@ _READ_STARTS = {
     | {"SHOW", "SUMMARIZE", "PIVOT", "UNPIVOT"},
     "sqlite": {"SELECT", "WITH", "VALUES", "(", "EXPLAIN"},
     "postgres": {"SELECT", "WITH", "VALUES", "TABLE", "(", "EXPLAIN", "SHOW"},
+    "mysql": mysql_rules.READ_STARTS,
+    "mariadb": mysql_rules.READ_STARTS,
 }
 
 # Tree nodes that make a statement something other than a read, wherever they appear.
@@ -293,6 +300,18 @@ _VOLATILE_NAMES = frozenset(
         "total_changes",
         "last_insert_rowid",
         "current_query",
+        "sysdate",
+        "curdate",
+        "curtime",
+        "utc_timestamp",
+        "utc_date",
+        "utc_time",
+        "unix_timestamp",
+        "uuid_short",
+        "random_bytes",
+        "connection_id",
+        "found_rows",
+        "row_count",
     }
 )
 _NOW_WITHOUT_ARGS = frozenset({"date", "time", "datetime", "julianday", "unixepoch"})
@@ -364,13 +383,15 @@ def _check_read_only(sql: str, dialect: str, allow_introspection: bool) -> Check
         raise InvalidRequest("sql has no statement (only comments or whitespace)")
     _refuse_odd_characters(sql, tokens)
     _refuse_unicode_identifiers(tokens)
+    if dialect in mysql_rules.MYSQL_DIALECTS:
+        mysql_rules.check_lexical(sql, dialect, tokens)
     tokens = _single_statement(tokens)
     _check_nesting(tokens)
     text = sql[: tokens[-1].end + 1]
     rules = RULES[(dialect, bool(allow_introspection))]
     checked = _check_tokens(text, tokens, rules, nested=False)
     if dialect == "duckdb":
-        _duckdb_agrees(_for_parsing(text, tokens, dialect), checked.kind)
+        duckdb_agrees(_for_parsing(text, tokens, dialect), checked.kind)
     checked.tree.meta["wellhead_dialect"] = dialect
     return checked
 
@@ -591,10 +612,11 @@ def _check_tokens(
         if nested:
             raise UnsafeSQL("EXPLAIN inside EXPLAIN is not allowed: explain a query")
         return _check_explain(text, tokens, rules)
-    if " ".join(words) in _STATEMENT_REASONS:
+    extra = _DIALECT_STATEMENT_REASONS.get(dialect, {})
+    if " ".join(words) in _STATEMENT_REASONS or " ".join(words) in extra:
         lead = " ".join(words)
     if lead not in _READ_STARTS[dialect]:
-        why = _STATEMENT_REASONS.get(lead)
+        why = extra.get(lead) or _STATEMENT_REASONS.get(lead)
         if why is None:
             raise UnsafeSQL(
                 f"{_clip(lead)} statements are not allowed: only SELECT, WITH ... SELECT, "
@@ -752,6 +774,8 @@ def _check_explain(text: str, tokens: list[Token], rules: Rules) -> CheckedState
     if dialect == "sqlite":
         if _first_words(tokens[i:]) == ["QUERY", "PLAN"]:
             i += 2
+    elif dialect in mysql_rules.MYSQL_DIALECTS:
+        i = mysql_rules.explain_target(tokens)
     else:
         if i < len(tokens) and tokens[i].token_type == TokenType.L_PAREN:
             j = i + 1
@@ -984,6 +1008,9 @@ def _check_table_name(node: exp.Table, rules: Rules) -> None:
     why_table = rules.table_reason(name)
     if why_table:
         raise UnsafeSQL(_table_message(name, why_table))
+    schema = node.db.lower()
+    if schema and schema in rules.schemas:
+        raise UnsafeSQL(f"schema {_clip(schema)} is not allowed: {rules.schemas[schema]}; {HINT}")
     if dialect == "duckdb":
         for part in ("this", "db", "catalog"):
             ident = node.args.get(part)
@@ -1028,7 +1055,7 @@ def _scan_tokens(tokens: list[Token], rules: Rules) -> None:
     for i, tok in enumerate(tokens):
         if tok.token_type in _NO_NAME:
             continue
-        why_table = rules.table_reason(tok.text) if rules.tables else None
+        why_table = rules.table_reason(tok.text) if rules.token_tables else None
         if why_table:
             raise UnsafeSQL(_table_message(tok.text.lower(), why_table))
         nxt = tokens[i + 1] if i + 1 < len(tokens) else None
@@ -1083,65 +1110,3 @@ def _dialect_of(checked: CheckedStatement) -> str:
     if dialect not in DIALECTS:
         raise InvalidRequest("bind_named needs a statement returned by check_read_only")
     return str(dialect)
-
-
-# --------------------------------------------------------------------------- DuckDB cross-check
-
-
-class _DuckDBStatementCounter:
-    """DuckDB's own parser, used to confirm sqlglot's statement count and type.
-
-    DuckDB's `execute` runs every statement in a string, so a tokenizer disagreement would
-    be a smuggling hole. One private in-memory database parses only (no data, no
-    extensions). A DuckDB connection must not be used by two threads at once, and parsing
-    100 KiB takes DuckDB ~0.15 s, so each thread gets its own cursor (a connection to the
-    same database) instead of queueing behind one lock.
-    """
-
-    def __init__(self) -> None:
-        import duckdb
-
-        self._duckdb = duckdb
-        self._con = duckdb.connect(":memory:")
-        self._lock = threading.Lock()  # guards cursor creation on the shared connection
-        self._local = threading.local()
-
-    def types(self, sql: str) -> list[str]:
-        cursor = getattr(self._local, "cursor", None)
-        if cursor is None:
-            with self._lock:
-                cursor = self._con.cursor()
-            self._local.cursor = cursor
-        statements = cursor.extract_statements(sql)
-        return [str(s.type).rsplit(".", 1)[-1].upper() for s in statements]
-
-
-_COUNTER_LOCK = threading.Lock()
-_COUNTER: list[_DuckDBStatementCounter] = []  # set once, under the lock
-
-
-def _duckdb_counter() -> _DuckDBStatementCounter:
-    if not _COUNTER:
-        with _COUNTER_LOCK:
-            if not _COUNTER:
-                _COUNTER.append(_DuckDBStatementCounter())
-    return _COUNTER[0]
-
-
-def _duckdb_agrees(text: str, kind: str) -> None:
-    counter = _duckdb_counter()
-    try:
-        types = counter.types(text)
-    except counter._duckdb.Error as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UnsafeSQL(f"could not parse the statement in dialect duckdb: {msg[:200]}") from None
-    if len(types) != 1:
-        raise UnsafeSQL(f"only one statement per call; found {len(types)}")
-    expected = "EXPLAIN" if kind == "explain" else "SELECT"
-    if types[0] == "MULTI":
-        raise UnsafeSQL(
-            "this PIVOT/UNPIVOT runs as several statements in DuckDB and cannot be checked: "
-            "list the pivot values explicitly, e.g. PIVOT t ON col IN ('a', 'b') USING ..."
-        )
-    if types[0] != expected:
-        raise UnsafeSQL(f"{types[0]} is not allowed: only read statements are accepted")

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from wellhead.sql.safety import duckdb_rules, postgres_rules, sqlite_rules
+from wellhead.sql.safety import duckdb_rules, mysql_rules, postgres_rules, sqlite_rules
 from wellhead.sql.safety.reasons import SETTINGS, Rule
 
 
@@ -39,6 +39,8 @@ _DENY = {
     ),
     "sqlite": DenyList(sqlite_rules.EXACT, sqlite_rules.PREFIX, [], sqlite_rules.PRAGMA_OK),
     "postgres": DenyList(postgres_rules.EXACT, postgres_rules.PREFIX, [], None),
+    "mysql": DenyList(mysql_rules.EXACT, mysql_rules.PREFIX, [], None),
+    "mariadb": DenyList(mysql_rules.EXACT, mysql_rules.PREFIX, [], None),
 }
 # Denied names that an engine also accepts as a bare table name (SQLite: every one).
 EPONYMOUS: dict[str, frozenset[str]] = {"duckdb": duckdb_rules.EPONYMOUS}
@@ -46,6 +48,8 @@ _TABLES: dict[str, dict[str, str]] = {
     "postgres": postgres_rules.INTROSPECTION_TABLES,
     "duckdb": duckdb_rules.TABLES,
     "sqlite": {},
+    "mysql": mysql_rules.TABLES,
+    "mariadb": mysql_rules.TABLES,
 }
 _TABLE_PREFIXES: dict[str, list[Rule]] = {"postgres": postgres_rules.INTROSPECTION_TABLE_PREFIX}
 PATH_SETTINGS = postgres_rules.PATH_SETTINGS
@@ -63,6 +67,11 @@ class Rules:
     table_prefixes: list[Rule]
     introspection: bool
     """PostgreSQL only: server introspection (other sessions, settings with paths) allowed."""
+    schemas: Mapping[str, str] = field(default_factory=dict)
+    """Schemas refused as a table's qualifier (MySQL: mysql, performance_schema, sys)."""
+    token_tables: bool = True
+    """Also refuse the table names on any token (not only in FROM): off where the names are
+    common words (MySQL's information_schema `files`, `disks`; checked when qualified)."""
 
     def table_reason(self, name: str) -> str | None:
         name = name.lower()
@@ -87,11 +96,13 @@ def _make_rules(dialect: str, allow_introspection: bool) -> Rules:
         )
     elif dialect == "postgres":
         tables, prefixes = {}, []
+    if dialect in mysql_rules.MYSQL_DIALECTS:
+        return Rules(dialect, deny, tables, prefixes, False, mysql_rules.SCHEMAS, False)
     return Rules(dialect, deny, tables, prefixes, allow_introspection and dialect == "postgres")
 
 
 RULES = {
     (d, allow): _make_rules(d, allow)
-    for d in ("duckdb", "sqlite", "postgres")
+    for d in ("duckdb", "sqlite", "postgres", *mysql_rules.MYSQL_DIALECTS)
     for allow in (False, True)
 }

@@ -1,0 +1,1 @@
+"""Result snapshots on disk: a bounded, per-caller spill store of encoded result rows."""
