@@ -87,6 +87,6 @@ def test_tools_command_prints_the_list_and_its_size(tmp_path: Path, demo_db):
     )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert {"query", "list_tables", "describe_table", "read_more"} <= set(lines)
+    assert {"query", "list_tables", "describe_table", "read_more", "export_query"} <= set(lines)
     tokens = int(lines[-1].split("about ")[1].split()[0])
-    assert lines[-1].startswith("4 tools") and 0 < tokens <= 2000
+    assert lines[-1].startswith("5 tools") and 0 < tokens <= 2000

@@ -72,6 +72,10 @@ class Runtime:
     inflight: InFlight = field(default_factory=InFlight)
     observers: list[CallObserver] = field(default_factory=list)
     audit: Any = None
+    exports: Any = None
+    """The export store (wellhead.exports.store.ExportStore) when exports are on."""
+    export_key: bytes = b""
+    """HMAC key of export download links."""
     started: bool = False
     draining: bool = False
     _watchdog: LoopWatchdog | None = None
@@ -126,6 +130,8 @@ class Runtime:
             shutdown_tracing(self._tracer)
         if self._metrics_server is not None:
             self._metrics_server.close()
+        if self.exports is not None:
+            await asyncio.to_thread(self.exports.close)
         for closer in self._closers:
             try:
                 await closer()
@@ -218,10 +224,11 @@ def build_runtime(settings: Settings) -> Runtime:
     policies = ColumnPolicies.from_config(
         settings.column_policies, {name: source.dialect for name, source in sources.items()}
     )
+    secret = cursor_secret(settings)
     executor = QueryExecutor(
         sources,
         settings.limits,
-        CursorCodec(cursor_secret(settings)),
+        CursorCodec(secret),
         policies=policies,
         snapshots=snapshots(settings),
         cost_guard=CostGuard(settings.cost_guard),
@@ -229,6 +236,11 @@ def build_runtime(settings: Settings) -> Runtime:
     runtime = Runtime(
         settings=settings, sources=sources, executor=executor, store=state_store(settings)
     )
+    if settings.exports.enabled:
+        from wellhead.exports import export_store, link_key
+
+        runtime.exports = export_store(settings.exports)
+        runtime.export_key = link_key(settings.exports, secret)
     runtime.observers.append(_metrics_observer(runtime.metrics))
     if settings.audit.path or settings.audit.syslog or settings.audit.otlp:
         runtime.audit = _audit_sink(settings, runtime.metrics)
@@ -296,16 +308,19 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
         DereferenceOnce(),
         PrincipalGuard(),
     ]
+    chain = GuardChain(guards)
     mcp: FastMCP = FastMCP(
         settings.server.name,
         instructions=INSTRUCTIONS,
         auth=auth_provider(settings),
         lifespan=lifespan,
-        middleware=[GuardChain(guards)],
+        middleware=[chain],
         mask_error_details=settings.server.mask_error_details,
         session_state_store=runtime.store,
         dereference_schemas=False,  # DereferenceOnce does it, once per tool
     )
+    # Exports first: `wellhead://exports/{id}` must match before `wellhead://{source}/{table}`.
+    _register_exports(mcp, settings, runtime)
     register_core_tools(mcp, runtime.executor, settings.primary_source, limits)
     register_read_more(mcp, overflow, limits.result_budget_bytes)
     _register_sql_tools(mcp, settings, runtime)
@@ -314,6 +329,7 @@ def build_server(settings: Settings, runtime: Runtime | None = None) -> FastMCP:
         specs += [spec for spec in entry_point_plugins() if spec not in specs]
     for spec in specs:
         load_plugin(mcp, spec, runtime)
+    _register_tasks(mcp, settings, chain)
     _add_http_routes(mcp, runtime)
     # Without a lookup, the MCP SDK validates a stateless call's Mcp-Param-* headers by running
     # a whole tools/list through every middleware on every tools/call: a fifth of the event
@@ -390,6 +406,25 @@ def sql_tool_names(settings: Settings) -> list[str]:
     from wellhead.tools.sql_tools import enabled_tools
 
     return list(enabled_tools(settings))
+
+
+def _register_exports(mcp: FastMCP, settings: Settings, runtime: Runtime) -> None:
+    if runtime.exports is not None:
+        from wellhead.exports.service import Exporter
+        from wellhead.tools.export import register_export_tools
+
+        exporter = Exporter(runtime.executor, runtime.exports, settings.exports)
+        register_export_tools(mcp, exporter, settings.primary_source, runtime.export_key)
+
+
+def _register_tasks(mcp: FastMCP, settings: Settings, chain: GuardChain) -> None:
+    """`query` and `export_query` as MCP tasks, when `tasks.enabled`."""
+    from wellhead.tasks import enable_tasks, tasks_extension
+
+    extension = tasks_extension(settings)
+    if extension is not None:
+        mcp.add_extension(extension)
+        enable_tasks(mcp, chain)
 
 
 def _register_sql_tools(mcp: FastMCP, settings: Settings, runtime: Runtime) -> None:

@@ -346,6 +346,47 @@ class StateConfig(_Strict):
         return self
 
 
+class ExportsConfig(_Strict):
+    """`export_query`: whole results written to files, handed out as resources and URLs."""
+
+    enabled: bool = Field(True, description="Serve export_query and its resources and links.")
+    directory: str | None = Field(
+        None, description="Export store; a private temp dir when unset (shared volume: replicas)."
+    )
+    max_export_bytes: int = Field(1 << 30, ge=1024, description="Largest single export file.")
+    max_owner_bytes: int = Field(4 << 30, ge=1024, description="Exports kept per caller, in bytes.")
+    max_total_bytes: int = Field(16 << 30, ge=1024, description="Whole store; oldest go first.")
+    ttl_s: float = Field(3600, gt=0, description="How long an export is kept and its URL valid.")
+    timeout_s: float = Field(300, gt=0, description="Deadline for writing one export.")
+    chunk_bytes: int = Field(
+        1 << 20, ge=1024, le=16 << 20, description="Bytes per resources/read chunk."
+    )
+    secret: str | None = Field(
+        None, description="HMAC key for download URLs; cursor.secret when unset."
+    )
+    public_url: str | None = Field(
+        None, description="Base URL of download links (behind a proxy); the request's when unset."
+    )
+
+
+class TasksConfig(_Strict):
+    """MCP tasks (FastMCP + Docket): `query` and `export_query` can run in the background."""
+
+    enabled: bool = Field(False, description="Let clients run query/export_query as tasks.")
+    backend: Literal["memory", "redis"] = Field(
+        "memory", description="memory (one process) or redis (tasks shared by replicas)."
+    )
+    redis_url: str | None = Field(None, description="Redis URL; required with backend redis.")
+    queue: str = Field("wellhead", description="Docket queue name; replicas share it.")
+    concurrency: int = Field(4, ge=1, le=256, description="Tasks one process runs at once.")
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> TasksConfig:
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("backend 'redis' needs redis_url")
+        return self
+
+
 class QuotaRule(_Strict):
     """One tool's quota; a key left out inherits the `quotas` default, `null` lifts it."""
 
@@ -564,6 +605,12 @@ class Settings(_Strict):
         default_factory=dict, description="SQL tools declared in config, by tool name."
     )
     toolsets: ToolsetsConfig = ToolsetsConfig()
+    exports: ExportsConfig = Field(
+        ExportsConfig(), description="export_query: whole results as files (resources, URLs)."
+    )
+    tasks: TasksConfig = Field(
+        TasksConfig(), description="MCP tasks: long queries and exports in the background."
+    )
     column_policies: dict[str, dict[str, dict[str, ColumnPolicyConfig]]] = Field(
         default_factory=dict,
         description="source -> table -> column -> deny | hash | redact | partial | null "

@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -243,6 +245,11 @@ def check_workers(settings: Settings) -> None:
             "cursor.secret is not set: each worker would sign cursors with its own random key; "
             "set cursor.secret (the same value everywhere)"
         )
+    if settings.tasks.enabled and settings.tasks.backend != "redis":
+        problems.append(
+            "tasks.backend is 'memory': a task would exist only in the worker that made it; "
+            "set tasks.backend: redis and tasks.redis_url"
+        )
     if problems:
         raise ConfigError(
             f"server.workers is {server.workers}, which needs: " + "; ".join(problems)
@@ -285,6 +292,13 @@ def supervise(settings: Settings, argv: list[str]) -> int:
     server = settings.server
     sock = bind_socket(settings)
     env = {**os.environ, WORKER_FD_ENV: str(sock.fileno())}
+    shared_exports = None
+    if settings.exports.enabled and not settings.exports.directory:
+        # One export store for all workers: a link made by one is served by any of them.
+        from wellhead.exports import SHARED_DIR_ENV
+
+        shared_exports = tempfile.mkdtemp(prefix="wellhead-exports-")
+        env[SHARED_DIR_ENV] = shared_exports
     command = [sys.executable, "-m", "wellhead", *argv]
     stopping = threading.Event()
 
@@ -334,5 +348,7 @@ def supervise(settings: Settings, argv: list[str]) -> int:
             child.kill()
             child.wait()
     sock.close()
+    if shared_exports is not None:
+        shutil.rmtree(shared_exports, ignore_errors=True)
     log.info("all workers stopped")
     return status

@@ -127,7 +127,7 @@ class BudgetGuard(Middleware):
     ) -> ToolResult:
         result = await call_next(context)
         name = context.message.name
-        if name == READ_MORE:  # sizes its chunks itself
+        if name == READ_MORE or not isinstance(result, ToolResult):  # read_more; a task handle
             return result
         budget = self.overrides.get(name, self.default_budget)
         asked = (context.message.arguments or {}).get("budget_bytes")

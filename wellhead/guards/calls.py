@@ -145,11 +145,14 @@ class CallGuard(Middleware):
                 raise
             result = self._error_result(record, exc)
         else:
-            if result.is_error:
+            if not isinstance(result, ToolResult):  # a task handle: the task logs its own run
+                record.extra["task"] = "created"
+            elif result.is_error:
                 if record.outcome == "ok":
                     record.outcome = "tool_error"
                 result = _bounded_error(result)
-            _measure(record, result)
+            if isinstance(result, ToolResult):
+                _measure(record, result)
         finally:
             _current_call.reset(token)
         await self._finish(record, result)
@@ -173,7 +176,7 @@ class CallGuard(Middleware):
         if self.inflight is not None:
             self.inflight.exit(record.invocation_id)
         record.execution_time_ms = round((time.perf_counter() - record.started) * 1000, 3)
-        if result is not None and not record.response_bytes:
+        if isinstance(result, ToolResult) and not record.response_bytes:
             # Unless the budget guard already measured the result it let through.
             record.response_bytes = _result_bytes(result)
         record.trace_id = current_trace_id()
@@ -284,6 +287,8 @@ def _measure(record: CallRecord, result: ToolResult) -> None:
     structured = result.structured_content or {}
     if isinstance(structured.get("rows"), list):
         record.rows = len(structured["rows"])
+    elif isinstance(structured.get("row_count"), int):  # rows not in the result (an export)
+        record.rows = structured["row_count"]
     if "truncated" in structured:
         record.truncated = bool(structured["truncated"])
     overflow = (result.meta or {}).get("wellhead", {})

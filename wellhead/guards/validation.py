@@ -44,6 +44,8 @@ class OutputGuard(Middleware):
         call_next: CallNext[CallToolRequestParams, ToolResult],
     ) -> ToolResult:
         result = await call_next(context)
+        if not isinstance(result, ToolResult):  # a task handle; the task's result is checked
+            return result
         if result.is_error or context.fastmcp_context is None:
             return result
         name = context.message.name

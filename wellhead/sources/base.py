@@ -11,7 +11,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from wellhead.errors import InvalidRequest
 
 Value = Any
 """A cell as the driver returned it; `wellhead.sql.encoding` makes it JSON-safe."""
@@ -87,6 +89,21 @@ class Interval:
     microseconds: int = 0
 
 
+class RowSink(Protocol):
+    """Takes a whole result, batch by batch, as it streams from the engine (exports).
+
+    `begin` comes once, before any batch; the writes may run in a worker thread. A sink
+    bounds what it keeps (it writes to a file) and raises to stop the stream (a size cap).
+    """
+
+    def begin(self, columns: list[Column]) -> None: ...
+
+    def write_rows(self, rows: list[tuple[Value, ...]]) -> None: ...
+
+    def write_arrow(self, batch: Any) -> None:
+        """A `pyarrow.RecordBatch` (DuckDB hands its result over in Arrow, column by column)."""
+
+
 class Source(abc.ABC):
     """A named, read-only data source."""
 
@@ -139,6 +156,22 @@ class Source(abc.ABC):
         abandoned), `QueryFailed` when the engine rejects the statement. On task
         cancellation the engine is interrupted before the cancellation propagates.
         """
+
+    async def stream(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        sink: RowSink,
+        timeout: float,
+        batch_rows: int = 65_536,
+    ) -> None:
+        """Run one safe statement and hand every row of its result to `sink`, in batches.
+
+        Memory stays about one batch whatever the result's size. The same read-only locks,
+        deadline (`QueryTimeout`, the engine interrupted) and cancellation as `fetch` apply.
+        """
+        raise InvalidRequest(f"source {self.name!r} cannot stream whole results (exports)")
 
     async def scan(
         self,

@@ -69,6 +69,7 @@ from wellhead.sources.base import (
     ColumnInfo,
     ForeignKey,
     RowBatch,
+    RowSink,
     ScanSink,
     Source,
     TableDescription,
@@ -97,6 +98,14 @@ _ROLE_MEMBER_SQL = (
 )
 """NULL: no such role; false: the login role is not a member of it."""
 _STATEMENT_CACHE = 256
+_COPY_SETTINGS_SQL = (
+    "SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = 'iso_8601'; "
+    "SET LOCAL DateStyle = 'ISO, YMD'"
+)
+_COPY_FLUSH_BYTES = 1 << 20
+"""CSV from COPY is written to the file a MiB at a time, in a worker thread."""
+_STREAM_FETCH_ROWS = 2_000
+"""Rows per cursor round trip while streaming an export (asyncpg decodes them on the loop)."""
 """asyncpg prepared statements kept per connection (the reset keeps them)."""
 DEFAULT_WORK_MEM = "64MB"
 DEFAULT_TEMP_FILE_LIMIT = "1GB"
@@ -932,6 +941,108 @@ class PostgresSource(Source):
                 f"lost the connection to postgres source {self.name!r}: {detail}"
             ) from None
         return RowBatch(columns=columns, rows=rows, more=more, nbytes=reader.bytes)
+
+    async def stream(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        sink: RowSink,
+        timeout: float,
+        batch_rows: int = 65_536,
+    ) -> None:
+        """Every row through a server-side cursor in the call's read-only transaction.
+
+        The server holds the result; wellhead holds one batch, written by the sink in a
+        worker thread while the loop stays free. `statement_timeout` is the deadline.
+        """
+        if timeout <= 0:
+            raise QueryTimeout(f"no time left to run the query on source {self.name!r}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        conn = await self._acquire(min(self._acquire_timeout, timeout))
+        clean = False
+        try:
+            server_ms = max(1, int((deadline - loop.time()) * 1000))
+            try:
+                async with asyncio.timeout(server_ms / 1000 + _CLIENT_GRACE):
+                    await conn.execute(begin_sql(server_ms, self._local_settings))
+                    stmt = await cached_statement(conn, sql)
+                    expected = stmt.get_parameters()
+                    if len(params) != len(expected):
+                        raise InvalidRequest(
+                            f"the statement takes {len(expected)} parameter(s), got {len(params)}"
+                        )
+                    args = [
+                        _coerce_param(v, t.name, i + 1)
+                        for i, (v, t) in enumerate(zip(params, expected, strict=True))
+                    ]
+                    sink.begin([Column(a.name, _type_label(a.type)) for a in stmt.get_attributes()])
+                    if not args and getattr(sink, "engine_csv", False):
+                        await self._copy_csv(conn, sql, sink)
+                        clean = True
+                        return
+                    cursor = await stmt.cursor(*args)
+                    batch: list[Any] = []
+                    # Small fetches: rows are decoded on the loop, a slice at a time.
+                    while records := await cursor.fetch(_STREAM_FETCH_ROWS):
+                        batch.extend(records)
+                        if len(batch) >= batch_rows:
+                            await asyncio.to_thread(sink.write_rows, batch)
+                            batch = []
+                    if batch:
+                        await asyncio.to_thread(sink.write_rows, batch)
+            except TimeoutError:
+                raise QueryTimeout(
+                    f"query on source {self.name!r} exceeded {server_ms / 1000:g} s and was "
+                    f"cancelled on the server; narrow it (WHERE, LIMIT) or raise the timeout"
+                ) from None
+            except asyncpg.QueryCanceledError as exc:
+                if "statement timeout" in str(exc):
+                    raise QueryTimeout(
+                        f"query on source {self.name!r} exceeded {server_ms / 1000:g} s and was "
+                        "cancelled on the server; narrow it (WHERE, LIMIT) or raise the timeout"
+                    ) from None
+                raise QueryCancelled(f"the query was cancelled on the server ({exc})") from None
+            except asyncpg.ReadOnlySQLTransactionError as exc:
+                raise QueryFailed(
+                    "the statement tried to write, but wellhead runs every statement in a "
+                    f"read-only transaction (PostgreSQL: {exc})"
+                ) from None
+            except asyncpg.DataError as exc:
+                raise InvalidRequest(f"bad parameter: {exc}") from None
+            except asyncpg.PostgresError as exc:
+                raise QueryFailed(_describe_error(exc)) from None
+            except (OSError, asyncpg.InterfaceError) as exc:
+                raise SourceUnavailable(
+                    f"lost the connection to postgres source {self.name!r}: "
+                    f"{_scrub(str(exc), self._dsn)}"
+                ) from None
+            clean = True
+        finally:
+            await self._release(conn, clean=clean)
+
+    async def _copy_csv(self, conn: asyncpg.Connection, sql: str, sink: Any) -> None:
+        """The server's own CSV (`COPY (...) TO STDOUT`), written as it arrives.
+
+        Only for statements without parameters: asyncpg would inline parameters into the
+        text, which is not safe for every statement. The newline ends a trailing comment.
+        """
+        pending = bytearray()
+
+        async def output(chunk: bytes) -> None:
+            pending.extend(chunk)
+            if len(pending) >= _COPY_FLUSH_BYTES:
+                data = bytes(pending)
+                pending.clear()
+                await asyncio.to_thread(sink.write_csv, data)
+
+        # Text as the row path writes it: timestamps in UTC, intervals as ISO 8601 durations.
+        await conn.execute(_COPY_SETTINGS_SQL)
+        status = await conn.copy_from_query(sql + "\n", output=output, format="csv", header=True)
+        if pending:
+            await asyncio.to_thread(sink.write_csv, bytes(pending))
+        await asyncio.to_thread(sink.counted, int(str(status).rsplit(" ", 1)[-1]))
 
     # ---------------------------------------------------------------- pool plumbing
 

@@ -54,6 +54,7 @@ from wellhead.sources.base import (
     ColumnInfo,
     ForeignKey,
     RowBatch,
+    RowSink,
     ScanSink,
     Source,
     TableDescription,
@@ -346,6 +347,61 @@ class SQLiteSource(Source):
             ) from None
         if batch.rows != [(1,)]:
             raise SourceUnavailable(f"source {self.name!r} answered SELECT 1 wrongly")
+
+    async def stream(
+        self,
+        sql: str,
+        params: Sequence[Value],
+        *,
+        sink: RowSink,
+        timeout: float,  # noqa: ASYNC109
+        batch_rows: int = 65_536,
+    ) -> None:
+        """Every row, `fetchmany` by `fetchmany`, on a pooled read-only connection."""
+        if not self._open:
+            raise SourceUnavailable(f"source {self.name!r} is not started")
+        deadline = anyio.current_time() + timeout
+        acquired = False
+        with anyio.move_on_after(timeout):
+            await self._slots.acquire()
+            acquired = True
+        if not acquired:
+            raise PoolExhausted(
+                f"source {self.name!r}: all {self.max_connections} connections stayed busy "
+                f"for {timeout:g} s; retry shortly or run fewer queries at once"
+            )
+
+        def work(state: Interruptible) -> None:
+            conn = self._checkout()
+            state.attach(conn)
+            cur = conn.cursor()
+            try:
+                if state.interrupted:
+                    raise sqlite3.OperationalError("interrupted")
+                cur.execute(sql, tuple(params))
+                sink.begin([Column(str(d[0]), "") for d in (cur.description or [])])
+                while rows := cur.fetchmany(batch_rows):
+                    sink.write_rows(rows)
+            finally:
+                cur.close()
+                state.detach()
+                self._checkin(conn, abandoned=state.abandoned)
+
+        try:
+            remaining = max(deadline - anyio.current_time(), 0.001)
+            await run_interruptible(
+                work, _interrupt, timeout=remaining, limiter=self._limiter, active=self._active
+            )
+        except Deadline:
+            raise timeout_error(timeout) from None
+        except (sqlite3.Error, sqlite3.Warning, MemoryError) as exc:
+            if not self._open:
+                raise SourceUnavailable(f"source {self.name!r} was closed") from None
+            raise self._engine_error(exc) from None
+        except OverflowError as exc:
+            raise InvalidRequest(f"a parameter does not fit SQLite: {exc}") from None
+        finally:
+            self._slots.release()
 
     # -- discovery -----------------------------------------------------------------
 
