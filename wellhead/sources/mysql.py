@@ -652,7 +652,6 @@ class MySQLSource(Source):
         rows: list[tuple[Value, ...]] = []
         used = 0
         chunk = 1
-        limit = self._max_cell_bytes
         while True:
             want = max(1, min(chunk, max_rows + 1 - len(rows)))
             got = await cursor.fetchmany(want)
@@ -661,17 +660,7 @@ class MySQLSource(Source):
             for raw in got:
                 if len(rows) >= max_rows:
                     return rows, True, used
-                size = 0
-                for index, value in enumerate(raw):
-                    cell = value_size(value)
-                    if limit is not None and cell > limit:
-                        column = columns[index].name
-                        raise BudgetExceeded(
-                            f"column '{column}' holds a value of about {cell:,} bytes, more "
-                            f"than the {limit:,}-byte limit for one value (max_cell_bytes); "
-                            f"select part of it (LEFT({column}, 1000)) or its LENGTH instead"
-                        )
-                    size += cell
+                size = sum(self._cell_bytes(v, i, columns) for i, v in enumerate(raw))
                 rows.append(tuple(raw))
                 used += size + 1
                 if max_bytes is not None and used >= max_bytes and len(rows) < max_rows:
@@ -695,19 +684,24 @@ class MySQLSource(Source):
             chunk = max(1, min(SCAN_MAX_CHUNK, CHUNK_BYTES * 4 // max(used // len(rows), 1)))
 
     def _check_cells(self, rows: list[tuple[Value, ...]], columns: list[Column]) -> None:
-        limit = self._max_cell_bytes
-        if limit is None:
+        if self._max_cell_bytes is None:
             return
         for row in rows:
             for index, value in enumerate(row):
-                cell = value_size(value)
-                if cell > limit:
-                    column = columns[index].name
-                    raise BudgetExceeded(
-                        f"column '{column}' holds a value of about {cell:,} bytes, more "
-                        f"than the {limit:,}-byte limit for one value (max_cell_bytes); "
-                        f"select part of it (LEFT({column}, 1000)) or its LENGTH instead"
-                    )
+                self._cell_bytes(value, index, columns)
+
+    def _cell_bytes(self, value: Value, index: int, columns: list[Column]) -> int:
+        """A value's size; over `max_cell_bytes` it is refused, naming its column."""
+        cell = value_size(value)
+        limit = self._max_cell_bytes
+        if limit is not None and cell > limit:
+            column = columns[index].name
+            raise BudgetExceeded(
+                f"column '{column}' holds a value of about {cell:,} bytes, more "
+                f"than the {limit:,}-byte limit for one value (max_cell_bytes); "
+                f"select part of it (LEFT({column}, 1000)) or its LENGTH instead"
+            )
+        return cell
 
     def _translate(self, exc: MySQLError, server_ms: int) -> Exception:
         code = exc.args[0] if exc.args else None
