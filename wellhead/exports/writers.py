@@ -28,6 +28,7 @@ from wellhead.exports.formats import FORMATS
 from wellhead.sources.base import Column, Interval
 from wellhead.sql import encoding
 
+_BYTEA = pa.binary()
 _PG_TYPES: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
     "int2": pa.int16(),
@@ -40,26 +41,15 @@ _PG_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us"),
     "timestamptz": pa.timestamp("us", tz="UTC"),
     "time": pa.time64("us"),
-    "bytea": pa.binary(),
+    "bytea": _BYTEA,
     "interval": pa.month_day_nano_interval(),
 }
 """PostgreSQL result types with an exact Arrow twin; all others are written as text
 (numeric keeps every digit, json stays JSON, uuid and enums their text form)."""
 
 
-_BYTEA = pa.binary()
 _CSV_TYPES: dict[str, pa.DataType] = {
-    "bool": pa.bool_(),
-    "int2": pa.int16(),
-    "int4": pa.int32(),
-    "int8": pa.int64(),
-    "oid": pa.int64(),
-    "float4": pa.float32(),
-    "float8": pa.float64(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us"),
-    "timestamptz": pa.timestamp("us", tz="UTC"),
-    "bytea": _BYTEA,
+    **{name: kind for name, kind in _PG_TYPES.items() if name not in ("time", "interval")},
     **{
         name: pa.string()
         for name in (

@@ -442,18 +442,8 @@ class QueryExecutor:
                 note = _note(offset, len(texts), total, False, False, max_rows)
                 rows = json.loads(f"[{','.join(texts)}]")
                 return Page(request.source, columns, rows, offset, total, None, note, False, texts)
-        widest = CursorState(
-            request.tool,
-            request.source,
-            request.sql,
-            request.params,
-            total,
-            total,
-            request.owner,
-            types,
-            snapshot,
-        )
-        cursor_bytes = len(self.codec.encode(widest)) + _CURSOR_KEY_BYTES
+        widest = self._cursor(request, total, total, types, snapshot)
+        cursor_bytes = len(widest) + _CURSOR_KEY_BYTES
         note_bytes = _note_bytes(offset, len(texts), total, True, max_rows)
         room = self._room(columns, budget, cursor_bytes, note_bytes, request)
         kept, used = 0, 0
@@ -470,24 +460,34 @@ class QueryExecutor:
         more = end < total
         next_cursor = None
         if more:
-            next_cursor = self.codec.encode(
-                CursorState(
-                    request.tool,
-                    request.source,
-                    request.sql,
-                    request.params,
-                    end,
-                    total,
-                    request.owner,
-                    types,
-                    snapshot,
-                )
-            )
+            next_cursor = self._cursor(request, end, total, types, snapshot)
         more_rows = kept == max_rows and more
         note = _note(offset, kept, total, more, more_rows, max_rows)
         return Page(
             request.source, columns, rows, offset, total, next_cursor, note, False, page_texts
         )
+
+    def _cursor(
+        self,
+        request: PageRequest,
+        offset: int,
+        total: int | None,
+        types: list[str],
+        snapshot: str | None = None,
+    ) -> str:
+        """The signed cursor that continues `request` at `offset` (bound to its owner)."""
+        state = CursorState(
+            request.tool,
+            request.source,
+            request.sql,
+            request.params,
+            offset,
+            total,
+            request.owner,
+            types,
+            snapshot,
+        )
+        return self.codec.encode(state)
 
     def _room(
         self,
@@ -546,17 +546,13 @@ class QueryExecutor:
                 note = _note(offset, len(kept), known, False, False, max_rows)
                 return Page(request.source, columns, kept, offset, known, None, note)
         types = [c.type for c in columns]
-        widest = CursorState(
-            request.tool,
-            request.source,
-            request.sql,
-            request.params,
+        widest = self._cursor(
+            request,
             offset + len(rows) + 1,
             request.total if request.total is not None else 10**12,
-            request.owner,
             types,
         )
-        cursor_bytes = len(self.codec.encode(widest)) + _CURSOR_KEY_BYTES
+        cursor_bytes = len(widest) + _CURSOR_KEY_BYTES
         kept = await self._convert(
             rows,
             budget,
@@ -577,18 +573,7 @@ class QueryExecutor:
 
         next_cursor = None
         if more:
-            next_cursor = self.codec.encode(
-                CursorState(
-                    request.tool,
-                    request.source,
-                    request.sql,
-                    request.params,
-                    offset + len(kept),
-                    total,
-                    request.owner,
-                    types,
-                )
-            )
+            next_cursor = self._cursor(request, offset + len(kept), total, types)
         return Page(
             source=request.source,
             columns=columns,
